@@ -89,7 +89,7 @@ def mounts_below(folder):
 
 
 def unmount_below(folder):
-    """Lazily unmount everything at or below ``folder``; return what is left."""
+    """Lazily unmount everything at or below ``folder`` and return what remains."""
     for _ in range(5):
         targets = mounts_below(folder)
         if not targets:
@@ -198,13 +198,13 @@ class Dockerd:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"dockerd did not answer within {timeout} s:\n{self.log_tail()}")
+        raise TimeoutError(f"dockerd did not respond to /_ping within {timeout} s:\n{self.log_tail()}")
 
     def stop(self, timeout=STOP_TIMEOUT):
         """Stop the daemon with SIGTERM, then SIGKILL after ``timeout`` seconds.
 
-        A daemon killed with SIGKILL leaves its containerd running, so that
-        one is stopped by the PID in its own pid file as well.
+        A daemon killed with SIGKILL may leave its containerd running, so
+        that one is stopped by the PID in its own pid file as well.
         """
         if self.process is None:
             return
@@ -248,8 +248,8 @@ class Dockerd:
     def docker(self, *args, check=True, timeout=180, input=None):
         """Run the Debian docker client against this daemon.
 
-        Returns the CompletedProcess with text output. Raises DockerError when
-        ``check`` is true and the command fails.
+        Returns the CompletedProcess, with text output unless ``input`` is
+        bytes. Raises DockerError when ``check`` is true and the command fails.
         """
         argv = [DOCKER, "--host", self.host, *args]
         result = subprocess.run(
@@ -276,7 +276,7 @@ class Dockerd:
         return environment
 
     def api(self, method, path, body=None, timeout=120):
-        """Send a request to the Engine API; returns (status, JSON body, text)."""
+        """Send a request to the Engine API and return (status, JSON body, text)."""
         return unix_http_request(
             str(self.socket), method, f"/{API_VERSION}{path}", body=body, timeout=timeout
         )
