@@ -2,7 +2,7 @@
 
 One daemon, one object store and one managed plugin serve the whole test
 session, because building the plugin's rootfs and creating the plugin take
-most of a minute. Each test creates its own buckets, volumes and containers
+about a minute when the debootstrap cache is empty. Each test creates its own buckets, volumes and containers
 with unique names and removes them at teardown, so tests may run in any
 order. Tests that restart the plugin or the daemon leave both running again.
 

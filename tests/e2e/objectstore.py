@@ -57,7 +57,7 @@ class ObjectStore:
                 return
             except OSError:
                 time.sleep(0.2)
-        raise TimeoutError(f"moto server did not answer on {self.url} within {START_TIMEOUT} s")
+        raise TimeoutError(f"moto server did not respond on {self.url} within {START_TIMEOUT} s")
 
     def stop(self):
         if self.process is not None:

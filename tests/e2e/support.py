@@ -10,7 +10,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_TARGETS = REPO_ROOT / "packaging" / "plugin-targets.mk"
-# The e2e plugin folder is rebuilt each session; the debootstrap cache
+# The e2e plugin folder is rebuilt each session, but the debootstrap cache
 # beside it (build/cache) is kept between sessions.
 PLUGIN_DIR = REPO_ROOT / "build" / "e2e-plugin"
 PLUGIN_NAME = "ossfs"
@@ -18,7 +18,7 @@ PLUGIN_REF = f"{PLUGIN_NAME}:latest"
 # Where packaging/build-rootfs --test-ossfs installs the s3fs wrapper.
 TEST_OSSFS_IN_PLUGIN = "/usr/local/lib/ossfs-test/ossfs"
 BUSYBOX_IMAGE = "e2e-busybox:latest"
-# Docker finds a legacy plugin by its socket in this folder; the driver
+# Docker finds a legacy plugin by its socket in this folder. The driver
 # name is the socket's file name without ".sock".
 LEGACY_PLUGIN_FOLDER = Path("/run/docker/plugins")
 LEGACY_DRIVER = "ossfs-e2e-host"
@@ -40,7 +40,7 @@ def unique_name(prefix):
 
 
 def wait_until(predicate, timeout, interval=0.2, message="condition"):
-    """Call ``predicate`` until it returns a true value; return that value.
+    """Call ``predicate`` until it returns a true value, and return that value.
 
     Raises TimeoutError after ``timeout`` seconds.
     """
