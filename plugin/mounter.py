@@ -22,8 +22,8 @@ from .secret import redact_text
 log = logging.getLogger(__name__)
 
 MOUNTINFO = "/proc/self/mountinfo"
-# Seconds a stat of a mount root may take before the mount counts as hung.
-STAT_TIMEOUT = 3.0
+# Seconds a probe of a mount root may take before the mount counts as hung.
+PROBE_TIMEOUT = 3.0
 # Seconds ossfs gets to flush and exit after its mount is gone.
 EXIT_GRACE = 5.0
 POLL_INTERVAL = 0.02
@@ -108,30 +108,33 @@ def read_mount_table(path=MOUNTINFO):
     return table
 
 
-def stat_with_timeout(path, timeout=STAT_TIMEOUT):
-    """Return None if ``os.stat(path)`` works, else a reason string.
+def probe_with_timeout(path, timeout=PROBE_TIMEOUT):
+    """Return None if the filesystem at ``path`` answers, else a reason string.
 
-    A hung FUSE daemon blocks stat forever, so the call runs in a daemon
-    thread that is abandoned when the time is up.
+    The probe is ``statvfs``, not ``stat``: the kernel answers ``stat`` of a
+    mount root from its attribute cache even after the FUSE daemon died,
+    while ``statvfs`` always reaches the daemon. A hung daemon blocks the
+    call forever, so it runs in a daemon thread that is abandoned when the
+    time is up.
     """
     outcome = {}
 
     def run():
         try:
-            os.stat(path)
+            os.statvfs(path)
             outcome["error"] = None
         except OSError as error:
             outcome["error"] = error
 
-    thread = threading.Thread(target=run, name="stat-probe", daemon=True)
+    thread = threading.Thread(target=run, name="mount-probe", daemon=True)
     thread.start()
     thread.join(timeout)
     if "error" not in outcome:
-        return f"stat of {path} did not return within {timeout:g} s"
+        return f"statvfs of {path} did not return within {timeout:g} s"
     error = outcome["error"]
     if error is None:
         return None
-    return f"stat of {path} failed: {error.strerror} ({errno.errorcode.get(error.errno, error.errno)})"
+    return f"statvfs of {path} failed: {error.strerror} ({errno.errorcode.get(error.errno, error.errno)})"
 
 
 def find_daemon_pids(mountpoint):
@@ -185,7 +188,7 @@ class Mounter:
             return Health(False, "not in the mount table")
         if not fstype.startswith("fuse"):
             return Health(False, f"mounted as {fstype}, not as a FUSE filesystem")
-        reason = stat_with_timeout(mountpoint)
+        reason = probe_with_timeout(mountpoint)
         if reason:
             return Health(False, reason)
         if not any(_pid_exists(pid) for pid in find_daemon_pids(mountpoint)):

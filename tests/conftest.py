@@ -72,6 +72,21 @@ def plugin(start_plugin):
     return start_plugin()
 
 
+@pytest.fixture(scope="module")
+def shared_plugin():
+    """One plugin for a whole module, for tests that use volume names of their own.
+
+    Starting and stopping gunicorn takes about 2.5 s, most of it the
+    graceful stop.
+    """
+    path = harness.short_temporary_folder()
+    plugin = harness.PluginProcess(path).start()
+    yield plugin
+    plugin.stop()
+    harness.cleanup_mounts(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def volume_opts(object_store, bucket):
     """Options of a volume on a fresh bucket of the local object store."""
