@@ -1,0 +1,145 @@
+"""config.json, the systemd unit, the Dockerfile and the make targets.
+
+The settings table in plugin/settings.py is the list of variables the
+plugin reads, so both packaging files are checked against it.
+"""
+
+import configparser
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from plugin import settings
+
+from .support import PLUGIN_TARGETS, REPO_ROOT, require
+
+CONFIG = json.loads((REPO_ROOT / "config.json").read_text())
+UNIT = REPO_ROOT / "packaging" / "docker-volume-ossfs.service"
+# Settings whose value must match another field of config.json, so a user
+# must not change them with docker plugin set.
+FIXED_IN_PLUGIN = {"SOCKET_PATH", "STATE_PATH", "MOUNT_ROOT"}
+
+
+def unit_environment():
+    values = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            key, value = line[len("Environment="):].split("=", 1)
+            values[key] = value
+    return values
+
+
+def test_config_env_lists_every_setting():
+    names = {entry["name"] for entry in CONFIG["env"]}
+
+    assert set(settings.ENVIRONMENT) <= names
+
+
+@pytest.mark.parametrize("name", sorted(settings.ENVIRONMENT))
+def test_config_env_settable_unless_fixed(name):
+    entry = next(entry for entry in CONFIG["env"] if entry["name"] == name)
+
+    if name in FIXED_IN_PLUGIN:
+        assert "settable" not in entry
+    else:
+        assert entry["settable"] == ["value"]
+
+
+def test_config_env_defaults_match_settings():
+    defaults = settings.Settings()
+
+    for entry in CONFIG["env"]:
+        if entry["name"] not in settings.ENVIRONMENT:
+            continue
+        field, parse = settings.ENVIRONMENT[entry["name"]]
+        assert parse(entry["name"], entry["value"]) == getattr(defaults, field), entry["name"]
+
+
+def test_config_paths_agree():
+    env = {entry["name"]: entry["value"] for entry in CONFIG["env"]}
+    state_mount = next(mount for mount in CONFIG["mounts"] if mount["name"] == "state")
+
+    assert env["MOUNT_ROOT"] == CONFIG["propagatedMount"]
+    assert env["SOCKET_PATH"] == f"/run/docker/plugins/{CONFIG['interface']['socket']}"
+    assert env["STATE_PATH"].startswith(state_mount["destination"] + "/")
+    assert state_mount["settable"] == ["source"]
+
+
+def test_unit_sets_every_setting():
+    assert set(unit_environment()) == set(settings.ENVIRONMENT)
+
+
+def test_unit_defaults_match_settings():
+    defaults = settings.Settings()
+
+    for name, value in unit_environment().items():
+        field, parse = settings.ENVIRONMENT[name]
+        assert parse(name, value) == getattr(defaults, field), name
+
+
+def test_unit_runs_console_script():
+    setup = configparser.ConfigParser()
+    setup.read(REPO_ROOT / "setup.cfg")
+    scripts = setup["options.entry_points"]["console_scripts"]
+    unit = UNIT.read_text()
+
+    assert "docker-volume-ossfs = plugin.server:main" in scripts
+    assert "ExecStart=/usr/local/bin/docker-volume-ossfs\n" in unit
+
+
+def test_unit_passes_systemd_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not found")
+    # verify also checks that ExecStart exists, and the package is not
+    # installed system-wide here, so a copy runs an executable that exists.
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text().replace(
+        "ExecStart=/usr/local/bin/docker-volume-ossfs", f"ExecStart={shutil.which('true')}"
+    ))
+
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                            check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_make_help_lines_for_targets():
+    require(shutil.which("make") is not None, "make not found")
+    text = PLUGIN_TARGETS.read_text()
+
+    for target in ("rootfs", "plugin", "enable", "push", "clean"):
+        lines = [line for line in text.splitlines() if line.startswith(f"{target}:")]
+        assert len(lines) == 1, target
+        assert " ## " in lines[0], target
+
+
+def test_make_rejects_unknown_rootfs_kind(tmp_path):
+    require(shutil.which("make") is not None, "make not found")
+
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(PLUGIN_TARGETS), "rootfs",
+         "PLUGIN_ROOTFS=tarball", f"PLUGIN_DIR={tmp_path / 'plugin'}"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "PLUGIN_ROOTFS must be dockerfile or debootstrap, not 'tarball'" in result.stderr
+
+
+def test_dockerfile_requires_ossfs_checksum(dockerd, busybox_image, tmp_path):
+    # The busybox image replaces Debian here, because the first build step
+    # only checks the OSSFS_SHA256 argument and needs nothing but sh.
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(REPO_ROOT / "Dockerfile", context / "Dockerfile")
+
+    result = dockerd.docker(
+        "build", "--build-arg", f"DEBIAN_IMAGE={busybox_image}", str(context), check=False,
+    )
+
+    assert result.returncode != 0
+    assert "missing build argument: --build-arg OSSFS_SHA256=" in result.stdout + result.stderr
