@@ -1,12 +1,15 @@
 """Passwd files and the choice of credentials for a volume.
 
-A volume's keys come from its own options when it has them, else from the
-plugin-level AK_ID and AK_SECRET settings. A volume with ``ram_role`` uses
-the ECS instance role and gets no passwd file.
+A volume's keys come, in this order, from its own ``ak_id``/``ak_secret``
+options, from the entry of the credentials file that its ``credentials``
+option names, or from the plugin-level AK_ID and AK_SECRET settings. A
+volume with ``ram_role`` uses the ECS instance role and gets no passwd file.
 """
 
+import configparser
 import logging
 import os
+import stat
 
 from .command import passwd_line
 from .errors import InvalidOption
@@ -29,7 +32,48 @@ def plugin_keys(environ=None):
     return parse_credential("AK_ID", ak_id), parse_credential("AK_SECRET", ak_secret)
 
 
-def resolve_keys(config, defaults):
+def read_credentials_file(path, entry):
+    """Return ``(ak_id, ak_secret)`` Secrets of ``entry`` in the credentials file.
+
+    The file is INI: one ``[name]`` section per key pair with ``ak_id`` and
+    ``ak_secret``. Like ssh with its keys, the plugin refuses a file that
+    group or others can read. Errors name the file and the entry, never a
+    key.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InvalidOption(
+            f"credentials {entry!r} not found: the credentials file {path} does not exist"
+        ) from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise InvalidOption(
+            f"credentials file {path} is readable by group or others (mode {stat.S_IMODE(mode):04o});"
+            f" run chmod 600 {path}"
+        )
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except (configparser.Error, UnicodeDecodeError) as error:
+        # configparser messages can quote a line of the file, and so a key.
+        raise InvalidOption(
+            f"credentials file {path} is not a valid INI file ({type(error).__name__});"
+            " each entry is a [name] section with ak_id and ak_secret"
+        ) from None
+    if not parser.has_section(entry):
+        raise InvalidOption(
+            f"credentials {entry!r} not found in {path}; entries: {', '.join(parser.sections()) or 'none'}"
+        )
+    section = parser[entry]
+    for key in ("ak_id", "ak_secret"):
+        if not section.get(key):
+            raise InvalidOption(f"credentials {entry!r} in {path} has no {key}")
+    return (parse_credential(f"ak_id of credentials {entry!r}", section["ak_id"].strip()),
+            parse_credential(f"ak_secret of credentials {entry!r}", section["ak_secret"].strip()))
+
+
+def resolve_keys(config, defaults, credentials_file=None):
     """Return ``(ak_id, ak_secret, source)`` for ``config``.
 
     ``source`` names where the keys came from, for Get's Status. Raises
@@ -39,12 +83,26 @@ def resolve_keys(config, defaults):
         return None, None, "ram_role"
     if config.has_keys:
         return config.ak_id, config.ak_secret, "volume options"
+    if config.credentials is not None:
+        ak_id, ak_secret = read_credentials_file(credentials_file, config.credentials)
+        return ak_id, ak_secret, f"credentials file entry {config.credentials!r}"
     if defaults is not None:
         return defaults[0], defaults[1], "plugin settings"
     raise InvalidOption(
-        "missing credentials: give the options 'ak_id' and 'ak_secret' or 'ram_role',"
+        "missing credentials: give the options 'ak_id' and 'ak_secret', 'credentials' or 'ram_role',"
         " or set AK_ID and AK_SECRET on the plugin"
     )
+
+
+def describe_source(config, defaults):
+    """Name where ``config``'s keys come from, without reading any file."""
+    if config.ram_role is not None:
+        return "ram_role"
+    if config.has_keys:
+        return "volume options"
+    if config.credentials is not None:
+        return f"credentials file entry {config.credentials!r}"
+    return "plugin settings" if defaults is not None else "missing"
 
 
 class PasswdFiles:

@@ -149,7 +149,7 @@ class Driver:
         options.validate_name(name)
         opts = dict(opts or {})
         config = options.parse_options(opts)
-        credentials.resolve_keys(config, self.default_keys)
+        credentials.resolve_keys(config, self.default_keys, self.settings.credentials_file)
 
         with self._lock:
             volume = self._volumes.get(name)
@@ -335,7 +335,8 @@ class Driver:
     def _start_mount(self, volume):
         """Write the passwd file and run ossfs; undo both if the mount fails."""
         config = volume.config
-        ak_id, ak_secret, _ = credentials.resolve_keys(config, self.default_keys)
+        ak_id, ak_secret, _ = credentials.resolve_keys(config, self.default_keys,
+                                                       self.settings.credentials_file)
         self._prepare_mountpoint(volume)
         passwd_path = self.passwd_files.path(volume.name)
         if ak_id is not None:
@@ -411,10 +412,7 @@ class Driver:
         }
         if config.prefix:
             status["path"] = config.prefix
-        try:
-            status["credentials"] = credentials.resolve_keys(config, self.default_keys)[2]
-        except PluginError:
-            status["credentials"] = "missing"
+        status["credentials"] = credentials.describe_source(config, self.default_keys)
         if config.warnings:
             status["warnings"] = list(config.warnings)
         if volume.last_error:

@@ -93,6 +93,7 @@ class VolumeConfig:
     ak_id: Secret = None
     ak_secret: Secret = None
     ram_role: str = None
+    credentials: str = None  # entry name in the plugin's credentials file
     region: str = None
     no_stat_cache: bool = False
     allow_other: bool = True
@@ -292,6 +293,7 @@ OPTIONS = {
     "ak_id": "AccessKey ID; needs 'ak_secret'",
     "ak_secret": "AccessKey secret; needs 'ak_id'",
     "path": "folder inside the bucket to mount instead of its root",
+    "credentials": "name of an entry in the plugin's credentials file, instead of keys",
     "ram_role": "ECS instance RAM role ('auto' or a role name) instead of keys",
     "region": "OSS region, for example cn-hangzhou; turns on V4 request signing",
     "no_stat_cache": "true turns off ossfs's file metadata cache",
@@ -336,6 +338,15 @@ def parse_options(opts):
         if ak_id is not None:
             raise InvalidOption("give either 'ak_id'/'ak_secret' or 'ram_role', not both")
 
+    credentials = opts.get("credentials")
+    if credentials is not None:
+        if not NAME_PATTERN.fullmatch(credentials):
+            raise InvalidOption(
+                f"invalid credentials name {credentials[:80]!r}: use 1-64 letters, digits or hyphens"
+            )
+        if ak_id is not None or ram_role is not None:
+            raise InvalidOption("give only one of 'ak_id'/'ak_secret', 'credentials' and 'ram_role'")
+
     region = opts.get("region")
     if region is not None and not REGION_PATTERN.fullmatch(region):
         raise InvalidOption(f"invalid region {region!r}: use a region id such as cn-hangzhou")
@@ -355,6 +366,7 @@ def parse_options(opts):
         ak_id=ak_id,
         ak_secret=ak_secret,
         ram_role=ram_role,
+        credentials=credentials,
         region=region,
         no_stat_cache=no_stat_cache,
         allow_other=allow_other,

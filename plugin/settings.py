@@ -32,6 +32,8 @@ class Settings:
     mount_timeout: float = 20.0
     # Seconds between health checks of mounted volumes; 0 turns them off.
     watchdog_interval: float = 10.0
+    # INI file of named key pairs that volumes pick with the 'credentials' option.
+    credentials_file: str = "/etc/docker-volume-ossfs/credentials"
     # Worker threads in the single gunicorn worker process.
     threads: int = 16
 
@@ -116,6 +118,7 @@ ENVIRONMENT = {
     "MOUNT_TIMEOUT": ("mount_timeout", _positive_float),
     "WATCHDOG_INTERVAL": ("watchdog_interval", _non_negative_float),
     "THREADS": ("threads", _positive_int),
+    "CREDENTIALS_FILE": ("credentials_file", _path),
 }
 
 

@@ -87,8 +87,8 @@ ERROR_CASES = [
     ("/VolumeDriver.Create", '{"Name": "-v1", "Opts": {}}', 400,
      "invalid volume name '-v1': use 1-64 letters, digits or hyphens, not starting with a hyphen"),
     ("/VolumeDriver.Create", json.dumps({"Name": "v1", "Opts": {**OPTS, "bukcet": "x"}}), 400,
-     "unknown option 'bukcet': valid options are bucket, url, ak_id, ak_secret, path, ram_role, region,"
-     " no_stat_cache, other_opts"),
+     "unknown option 'bukcet': valid options are bucket, url, ak_id, ak_secret, path, credentials, ram_role,"
+     " region, no_stat_cache, other_opts"),
     ("/VolumeDriver.Get", '{"Name": "nope"}', 404, "volume 'nope' not found"),
     ("/VolumeDriver.Path", '{"Name": "nope"}', 404, "volume 'nope' not found"),
     ("/VolumeDriver.Remove", '{"Name": "nope"}', 404, "volume 'nope' not found"),

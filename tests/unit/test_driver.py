@@ -219,8 +219,8 @@ def test_state_write_failure_undoes_mount(driver, mounter, monkeypatch):
 def test_missing_credentials(driver):
     with pytest.raises(InvalidOption) as error:
         driver.create("v1", {"bucket": "b-1", "url": "https://e.example"})
-    assert str(error.value) == ("missing credentials: give the options 'ak_id' and 'ak_secret' or 'ram_role',"
-                                " or set AK_ID and AK_SECRET on the plugin")
+    assert str(error.value) == ("missing credentials: give the options 'ak_id' and 'ak_secret', 'credentials'"
+                                " or 'ram_role', or set AK_ID and AK_SECRET on the plugin")
 
 
 def test_plugin_level_credentials(settings, mounter):

@@ -125,7 +125,7 @@ BASE = {"bucket": "b-1", "url": "https://e.example", **KEYS}
 
 ERROR_CASES = [
     ({"bukcet": "x"}, "unknown option 'bukcet': valid options are bucket, url, ak_id, ak_secret,"
-                      " path, ram_role, region, no_stat_cache, other_opts"),
+                      " path, credentials, ram_role, region, no_stat_cache, other_opts"),
     ({"bucket": ""}, "missing required option 'bucket'"),
     ({"url": " "}, "missing required option 'url'"),
     ({"bucket": "B"}, "invalid bucket name 'B': use 3-63 lowercase letters, digits or hyphens,"
