@@ -1,7 +1,8 @@
 """config.json, the systemd unit, the Dockerfile and the make targets.
 
-The settings table in plugin/settings.py is the list of variables the
-plugin reads, so both packaging files are checked against it.
+plugin/settings.py lists the variables the plugin reads, except AK_ID and
+AK_SECRET in plugin/credentials.py, so both packaging files are checked
+against those two lists.
 """
 
 import configparser
@@ -19,7 +20,13 @@ CONFIG = json.loads((REPO_ROOT / "config.json").read_text())
 UNIT = REPO_ROOT / "packaging" / "docker-volume-ossfs.service"
 # Settings whose value must match another field of config.json, so a user
 # must not change them with docker plugin set.
-FIXED_IN_PLUGIN = {"SOCKET_PATH", "STATE_PATH", "MOUNT_ROOT"}
+FIXED_IN_PLUGIN = {"SOCKET_PATH", "STATE_PATH", "MOUNT_ROOT", "CREDENTIALS_FILE"}
+# config.json values that differ from the defaults in plugin.settings. The
+# credentials file sits in the state mount, the only host folder the plugin sees.
+PLUGIN_VALUES = {"CREDENTIALS_FILE": "/var/lib/docker-volume-ossfs/credentials"}
+# Plugin-level keys, read by plugin.credentials.plugin_keys and not by
+# plugin.settings.
+CREDENTIAL_SETTINGS = {"AK_ID", "AK_SECRET"}
 
 
 def unit_environment():
@@ -35,6 +42,15 @@ def test_config_env_lists_every_setting():
     names = {entry["name"] for entry in CONFIG["env"]}
 
     assert set(settings.ENVIRONMENT) <= names
+    assert CREDENTIAL_SETTINGS <= names
+
+
+@pytest.mark.parametrize("name", sorted(CREDENTIAL_SETTINGS))
+def test_config_credentials_settable_and_empty(name):
+    entry = next(entry for entry in CONFIG["env"] if entry["name"] == name)
+
+    assert entry["settable"] == ["value"]
+    assert entry["value"] == ""
 
 
 @pytest.mark.parametrize("name", sorted(settings.ENVIRONMENT))
@@ -51,10 +67,14 @@ def test_config_env_defaults_match_settings():
     defaults = settings.Settings()
 
     for entry in CONFIG["env"]:
-        if entry["name"] not in settings.ENVIRONMENT:
+        if entry["name"] not in settings.ENVIRONMENT or entry["name"] in PLUGIN_VALUES:
             continue
         field, parse = settings.ENVIRONMENT[entry["name"]]
         assert parse(entry["name"], entry["value"]) == getattr(defaults, field), entry["name"]
+    for name, value in PLUGIN_VALUES.items():
+        assert {"name": name, "value": value} in [
+            {"name": entry["name"], "value": entry["value"]} for entry in CONFIG["env"]
+        ]
 
 
 def test_config_paths_agree():
@@ -64,11 +84,19 @@ def test_config_paths_agree():
     assert env["MOUNT_ROOT"] == CONFIG["propagatedMount"]
     assert env["SOCKET_PATH"] == f"/run/docker/plugins/{CONFIG['interface']['socket']}"
     assert env["STATE_PATH"].startswith(state_mount["destination"] + "/")
+    assert env["CREDENTIALS_FILE"].startswith(state_mount["destination"] + "/")
     assert state_mount["settable"] == ["source"]
 
 
 def test_unit_sets_every_setting():
     assert set(unit_environment()) == set(settings.ENVIRONMENT)
+
+
+def test_unit_reads_credentials_from_file():
+    unit = UNIT.read_text()
+
+    assert "EnvironmentFile=-/etc/docker-volume-ossfs/environment\n" in unit
+    assert not CREDENTIAL_SETTINGS & set(unit_environment())
 
 
 def test_unit_defaults_match_settings():

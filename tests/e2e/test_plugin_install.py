@@ -158,8 +158,13 @@ def test_propagated_mount_visible_on_host(plugin, object_store, bucket, busybox_
     )
 
     host_file = plugin.propagated_mount / name / "host.txt"
-    wait_until(host_file.exists, timeout=30, message=f"{host_file} on the host")
-    assert host_file.read_text() == "from-container\n"
+
+    def written():
+        # The shell creates the file before it writes, so an empty read is
+        # possible for a moment.
+        return host_file.exists() and host_file.read_text() == "from-container\n"
+
+    assert wait_until(written, timeout=30, message=f"content of {host_file} on the host")
 
 
 def test_log_level_debug_logs_requests(plugin, resources):
@@ -227,3 +232,37 @@ def test_mount_timeout_setting_stops_mount(changed_settings, bucket, busybox_ima
 
     assert result.returncode != 0
     assert "mount timed out after 2 s" in result.stderr
+
+
+def test_plugin_keys_serve_volume_without_keys(plugin, object_store, bucket, busybox_image,
+                                               resources):
+    dockerd = plugin.dockerd
+    plugin.restart(f"AK_ID={ACCESS_KEY_ID}", f"AK_SECRET={SECRET_ACCESS_KEY}")
+    try:
+        name = resources.volume_name()
+        create_volume(dockerd, "ossfs", name, {"bucket": bucket, "url": object_store.url})
+
+        run_container(dockerd, busybox_image, name, "echo plugin-keys > /data/keys.txt")
+
+        assert object_store.read(bucket, "keys.txt") == "plugin-keys\n"
+        details = inspect_volume(dockerd, name)
+        assert details["Status"]["credentials"] == "plugin settings"
+        assert "ak_secret" not in details["Options"]
+    finally:
+        dockerd.docker("rm", "--force", *resources.containers, check=False)
+        plugin.restart("AK_ID=", "AK_SECRET=")
+
+
+def test_credentials_file_in_state_folder(plugin, object_store, bucket, busybox_image, resources):
+    dockerd = plugin.dockerd
+    credentials = plugin.state_dir / "credentials"
+    credentials.write_text(f"[e2e]\nak_id = {ACCESS_KEY_ID}\nak_secret = {SECRET_ACCESS_KEY}\n")
+    credentials.chmod(0o600)
+    name = resources.volume_name()
+    create_volume(dockerd, "ossfs", name,
+                  {"bucket": bucket, "url": object_store.url, "credentials": "e2e"})
+
+    run_container(dockerd, busybox_image, name, "echo from-file > /data/file-keys.txt")
+
+    assert object_store.read(bucket, "file-keys.txt") == "from-file\n"
+    assert inspect_volume(dockerd, name)["Status"]["credentials"] == "credentials file entry 'e2e'"
