@@ -23,7 +23,7 @@ PLUGIN_REF = $(PLUGIN_NAME):$(PLUGIN_TAG)
 
 .PHONY: rootfs plugin enable push clean
 
-rootfs: ## Build the plugin folder (config.json + rootfs/) in PLUGIN_DIR; PLUGIN_ROOTFS=dockerfile or debootstrap
+rootfs: ## build config.json + rootfs/ in PLUGIN_DIR (PLUGIN_ROOTFS=dockerfile or debootstrap)
 	rm -rf "$(PLUGIN_DIR)"
 	mkdir -p "$(PLUGIN_DIR)"
 ifeq ($(PLUGIN_ROOTFS),debootstrap)
@@ -39,16 +39,16 @@ else
 endif
 	cp "$(PLUGIN_REPO_ROOT)/config.json" "$(PLUGIN_DIR)/config.json"
 
-plugin: rootfs ## Create the plugin PLUGIN_NAME:PLUGIN_TAG from PLUGIN_DIR (docker plugin create)
+plugin: rootfs ## create the plugin PLUGIN_NAME:PLUGIN_TAG from a fresh rootfs (docker plugin create)
 	$(DOCKER) plugin create "$(PLUGIN_REF)" "$(PLUGIN_DIR)"
 
-enable: ## Enable the plugin; Docker then starts it and waits for its socket
+enable: ## enable the plugin: Docker starts it and waits for its socket
 	$(DOCKER) plugin enable "$(PLUGIN_REF)"
 
-push: ## Push the plugin to the registry named in PLUGIN_NAME (docker plugin push)
+push: ## push the plugin to the registry named in PLUGIN_NAME (docker plugin push)
 	$(DOCKER) plugin push "$(PLUGIN_REF)"
 
-clean: ## Disable and remove the plugin (fails while volumes are in use), delete PLUGIN_DIR
+clean: ## disable and remove the plugin (fails while any of its volumes exist), delete PLUGIN_DIR
 	if $(DOCKER) plugin inspect "$(PLUGIN_REF)" >/dev/null 2>&1; then \
 		if [ "$$($(DOCKER) plugin inspect --format '{{.Enabled}}' "$(PLUGIN_REF)")" = true ]; then \
 			$(DOCKER) plugin disable "$(PLUGIN_REF)" || exit 1; \
