@@ -161,8 +161,10 @@ class Dockerd:
     def start(self, timeout=START_TIMEOUT):
         """Start the daemon and wait until ``/_ping`` returns OK."""
         self.root.mkdir(parents=True, exist_ok=True)
-        # An empty config file keeps the host's /etc/docker/daemon.json out.
-        self.config_file.write_text("{}\n")
+        # A config file of its own keeps the host's /etc/docker/daemon.json
+        # out, and its key path keeps dockerd 20.10 from writing
+        # /etc/docker/key.json.
+        self.config_file.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
         argv = [
             DOCKERD,
             "--iptables=false",
