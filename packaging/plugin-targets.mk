@@ -18,6 +18,10 @@ DOCKER ?= docker
 PLUGIN_ROOTFS ?= dockerfile
 PLUGIN_DIR ?= $(PLUGIN_REPO_ROOT)/build/plugin
 PLUGIN_IMAGE ?= docker-volume-ossfs-rootfs:$(PLUGIN_TAG)
+# sha256 of the ossfs package that the Dockerfile downloads; the dockerfile
+# build stops without it. PLUGIN_BUILD_ARGS passes more docker build options.
+OSSFS_SHA256 ?=
+PLUGIN_BUILD_ARGS ?=
 
 PLUGIN_REF = $(PLUGIN_NAME):$(PLUGIN_TAG)
 
@@ -29,7 +33,8 @@ rootfs: ## build config.json + rootfs/ in PLUGIN_DIR (PLUGIN_ROOTFS=dockerfile o
 ifeq ($(PLUGIN_ROOTFS),debootstrap)
 	"$(PLUGIN_REPO_ROOT)/packaging/build-rootfs" --test-ossfs "$(PLUGIN_DIR)/rootfs"
 else ifeq ($(PLUGIN_ROOTFS),dockerfile)
-	$(DOCKER) build -t "$(PLUGIN_IMAGE)" "$(PLUGIN_REPO_ROOT)"
+	$(DOCKER) build --build-arg OSSFS_SHA256="$(OSSFS_SHA256)" $(PLUGIN_BUILD_ARGS) \
+		-t "$(PLUGIN_IMAGE)" "$(PLUGIN_REPO_ROOT)"
 	mkdir "$(PLUGIN_DIR)/rootfs"
 	container=$$($(DOCKER) create "$(PLUGIN_IMAGE)") && \
 	$(DOCKER) export "$$container" | tar -x -C "$(PLUGIN_DIR)/rootfs"; \

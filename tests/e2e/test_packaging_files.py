@@ -158,6 +158,20 @@ def test_make_rejects_unknown_rootfs_kind(tmp_path):
     assert "PLUGIN_ROOTFS must be dockerfile or debootstrap, not 'tarball'" in result.stderr
 
 
+def test_make_passes_ossfs_checksum_to_build(tmp_path):
+    require(shutil.which("make") is not None, "make not found")
+
+    result = subprocess.run(
+        ["make", "--dry-run", "--no-print-directory", "-f", str(PLUGIN_TARGETS), "rootfs",
+         "OSSFS_SHA256=0123abcd", "PLUGIN_BUILD_ARGS=--build-arg OSSFS_VERSION=1.91.4",
+         f"PLUGIN_DIR={tmp_path / 'plugin'}"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert '--build-arg OSSFS_SHA256="0123abcd" --build-arg OSSFS_VERSION=1.91.4' in result.stdout
+
+
 def test_dockerfile_requires_ossfs_checksum(dockerd, busybox_image, tmp_path):
     # The busybox image replaces Debian here, because the first build step
     # only checks the OSSFS_SHA256 argument and needs nothing but sh.
