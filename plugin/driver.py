@@ -21,6 +21,9 @@ from .state import StateStore
 
 log = logging.getLogger(__name__)
 
+# Longest wait, in seconds, between watchdog remounts of a volume that fails.
+MAX_RETRY_DELAY = 300.0
+
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -42,6 +45,8 @@ class Volume:
         self.mounted = False
         self.last_error = ""
         self.last_check = ""
+        self.retry_failures = 0  # failed watchdog remounts in a row
+        self.retry_at = 0.0  # time.monotonic() before which the watchdog skips it
 
     def record(self):
         return {"options": self.options, "mount_ids": sorted(self.mount_ids), "created_at": self.created_at}
@@ -82,12 +87,11 @@ class Driver:
         Live mounts are kept, dead ones are detached and mounted again, and
         the IDs of mounts that vanished (the host rebooted, or ossfs was
         unmounted while the plugin was down) are dropped, because Docker
-        will not mount them again under the same ID.
+        will not mount them again under the same ID. Mounts that no ID holds
+        are then unmounted.
         """
-        with self._lock:
-            held = [volume for volume in self._volumes.values() if volume.mount_ids]
         table = read_mount_table()
-        for volume in held:
+        for volume in self._snapshot():
             with volume.lock:
                 if volume.removed or not volume.mount_ids:
                     continue
@@ -97,51 +101,73 @@ class Driver:
                     volume.mount_ids.clear()
                     self._save_quietly(volume)
                     continue
-                health = self.mounter.health(volume.mountpoint)
-                if health.alive:
-                    volume.mounted = True
-                    log.info("volume %s: mount at %s is alive", volume.name, volume.mountpoint)
-                    continue
-                log.warning("volume %s: mount at %s is dead (%s); mounting it again",
-                            volume.name, volume.mountpoint, health.reason)
-                self.mounter.cleanup(volume.mountpoint)
                 try:
-                    self._start_mount(volume)
+                    self._ensure_mounted(volume)
                 except PluginError as error:
-                    volume.last_error = str(error)
                     log.error("volume %s: remount after restart failed: %s", volume.name, error)
+        self.sweep_orphans()
 
     def watch(self, interval):
-        """Check mounted volumes every ``interval`` seconds and remount dead ones.
+        """Every ``interval`` seconds, mount again each held volume whose mount died.
 
-        A volume whose lock is held (a Mount or Unmount is running) is left
-        for the next round rather than waited for.
+        A volume is checked while mount IDs hold it, also after a failed
+        remount, so containers get their volume back once the endpoint
+        answers again. Failed remounts back off exponentially, up to
+        MAX_RETRY_DELAY. A volume whose lock is held (a Mount or Unmount is
+        running) is left for the next round rather than waited for.
         """
         while not self._stopping.wait(interval):
-            with self._lock:
-                mounted = [volume for volume in self._volumes.values() if volume.mounted]
-            for volume in mounted:
-                if not volume.lock.acquire(blocking=False):
-                    continue
-                try:
-                    self._check_and_heal(volume)
-                finally:
-                    volume.lock.release()
+            self.check_mounts(interval)
 
-    def _check_and_heal(self, volume):
-        if volume.removed or not volume.mounted:
-            return
-        health = self.mounter.health(volume.mountpoint)
-        volume.last_check = _now()
-        if health.alive:
-            return
-        log.warning("volume %s: mount at %s is dead (%s); mounting it again",
-                    volume.name, volume.mountpoint, health.reason)
-        self.mounter.cleanup(volume.mountpoint)
-        try:
-            self._start_mount(volume)
-        except PluginError as error:
-            log.error("volume %s: remount by the watchdog failed: %s", volume.name, error)
+    def check_mounts(self, interval):
+        """Run one watchdog round; see ``watch``."""
+        for volume in self._snapshot():
+            if not volume.mount_ids or time.monotonic() < volume.retry_at:
+                continue
+            if not volume.lock.acquire(blocking=False):
+                continue
+            try:
+                if volume.mount_ids and not volume.removed:
+                    self._ensure_mounted(volume)
+                    volume.retry_failures = 0
+            except PluginError as error:
+                volume.retry_failures += 1
+                delay = min(interval * 2 ** volume.retry_failures, MAX_RETRY_DELAY)
+                volume.retry_at = time.monotonic() + delay
+                log.error("volume %s: remount by the watchdog failed (attempt %d, next in %.0f s): %s",
+                          volume.name, volume.retry_failures, delay, error)
+            finally:
+                volume.lock.release()
+        self.sweep_orphans()
+
+    def sweep_orphans(self):
+        """Unmount FUSE mounts under the mount root that no mount ID holds.
+
+        They come from a plugin killed between starting ossfs and saving the
+        mount ID: Docker got no reply, so it sends no Unmount. Volumes with a
+        Mount in progress are skipped.
+        """
+        root = self.settings.mount_root
+        for point, fstype in read_mount_table().items():
+            if os.path.dirname(point) != root or not fstype.startswith("fuse"):
+                continue
+            name = os.path.basename(point)
+            with self._lock:
+                volume = self._volumes.get(name)
+            if volume is None:
+                log.warning("unmounting %s: no volume of that name exists", point)
+                self.mounter.cleanup(point)
+                continue
+            if not volume.lock.acquire(blocking=False):
+                continue
+            try:
+                if not volume.mount_ids and not volume.removed:
+                    log.warning("volume %s: unmounting %s, which no mount ID holds", name, point)
+                    self.mounter.cleanup(point)
+                    self.passwd_files.delete(name)
+                    volume.mounted = False
+            finally:
+                volume.lock.release()
 
     # Docker's volume calls
 
@@ -214,14 +240,7 @@ class Driver:
         volume = self._lookup(name)
         with volume.lock:
             self._check_present(volume)
-            health = self.mounter.health(volume.mountpoint)
-            if not health.alive:
-                if volume.mountpoint in read_mount_table():
-                    log.warning("volume %s: mount at %s is dead (%s); mounting it again",
-                                volume.name, volume.mountpoint, health.reason)
-                    self.mounter.cleanup(volume.mountpoint)
-                self._start_mount(volume)
-            volume.mounted = True
+            self._ensure_mounted(volume)
             if mount_id in volume.mount_ids:
                 return volume.mountpoint
             volume.mount_ids.add(mount_id)
@@ -280,9 +299,7 @@ class Driver:
         """
         self._stopping.set()
         deadline = time.monotonic() + budget
-        with self._lock:
-            volumes = list(self._volumes.values())
-        for volume in volumes:
+        for volume in self._snapshot():
             if not volume.lock.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
                 log.warning("volume %s is busy; leaving its mount in place at shutdown", volume.name)
                 continue
@@ -331,6 +348,27 @@ class Driver:
             self._save(volume)
         except StateError as error:
             log.error("%s", error)
+
+    def _snapshot(self):
+        with self._lock:
+            return list(self._volumes.values())
+
+    def _ensure_mounted(self, volume):
+        """Make the volume's mount live: keep a live one, replace a dead one.
+
+        Called with the volume lock held. Raises MountFailed when ossfs fails.
+        """
+        health = self.mounter.health(volume.mountpoint)
+        volume.last_check = _now()
+        if health.alive:
+            volume.mounted = True
+            return
+        if volume.mountpoint in read_mount_table():
+            log.warning("volume %s: mount at %s is dead (%s); mounting it again",
+                        volume.name, volume.mountpoint, health.reason)
+            self.mounter.cleanup(volume.mountpoint)
+        self._start_mount(volume)
+        volume.mounted = True
 
     def _start_mount(self, volume):
         """Write the passwd file and run ossfs; undo both if the mount fails."""

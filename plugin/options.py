@@ -9,12 +9,18 @@ name the option but never echo a credential.
 import dataclasses
 import re
 import shlex
+import unicodedata
 import urllib.parse
 
 from .errors import InvalidName, InvalidOption
 from .secret import Secret
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+# Docker's own rule for volume names, capped at 64 characters. It admits every
+# name Alibaba Container Service allows (letters, digits, hyphens) and the
+# "<project>_<volume>" names that Compose makes. A name starting with a
+# letter or digit and free of "/" is always a single path component.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CREDENTIALS_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 FUSE_KEY_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 # Characters that only make sense to a shell. ossfs never runs through one,
@@ -114,16 +120,30 @@ class VolumeConfig:
 
 
 def validate_name(name):
-    """Raise InvalidName unless ``name`` is 1-64 letters, digits and hyphens
-    that does not start with a hyphen."""
+    """Raise InvalidName unless ``name`` is 1-64 letters, digits, '_', '.'
+    or '-' that starts with a letter or digit."""
     if not isinstance(name, str) or not name:
-        raise InvalidName("volume name is missing: pass 'Name' with 1-64 letters, digits or hyphens")
+        raise InvalidName("volume name is missing: pass 'Name' with 1-64 letters, digits, '_', '.' or '-'")
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidName(
-            f"invalid volume name {name[:80]!r}: use 1-64 letters, digits or hyphens,"
-            " not starting with a hyphen"
+            f"invalid volume name {name[:80]!r}: use 1-64 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit"
         )
     return name
+
+
+def is_clean_text(text):
+    """Return True when ``text`` has no control character and encodes as UTF-8.
+
+    Tab is allowed, so that other_opts can be written with tabs.
+    """
+    if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in text):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_bool(key, text):
@@ -203,10 +223,10 @@ def parse_url(text, bucket):
 def parse_credential(key, text):
     if text == "":
         raise InvalidOption(f"option '{key}' is empty")
-    if CREDENTIAL_FORBIDDEN.search(text):
+    if CREDENTIAL_FORBIDDEN.search(text) or not is_clean_text(text):
         raise InvalidOption(
-            f"invalid value for option '{key}': it contains whitespace, a line break or a colon,"
-            " which an access key never does; check for a copy-and-paste error"
+            f"invalid value for option '{key}': it contains whitespace, a line break, a colon"
+            " or a control character, which an access key never does; check for a copy-and-paste error"
         )
     return Secret(text)
 
@@ -312,6 +332,12 @@ def parse_options(opts):
     for key, value in opts.items():
         if not isinstance(value, str):
             raise InvalidOption(f"invalid value for option '{key}': it must be a string")
+        if key not in ("ak_id", "ak_secret") and not is_clean_text(value):
+            # ossfs takes arguments and files as C strings in UTF-8: a NUL byte
+            # or a lone surrogate cannot reach it, and no option needs either.
+            raise InvalidOption(
+                f"invalid value for option '{key}': it contains a control character or invalid Unicode"
+            )
     missing = [key for key in REQUIRED_OPTIONS if not opts.get(key, "").strip()]
     if missing:
         raise InvalidOption(f"missing required option '{missing[0]}'")
@@ -340,9 +366,9 @@ def parse_options(opts):
 
     credentials = opts.get("credentials")
     if credentials is not None:
-        if not NAME_PATTERN.fullmatch(credentials):
+        if not CREDENTIALS_NAME_PATTERN.fullmatch(credentials):
             raise InvalidOption(
-                f"invalid credentials name {credentials[:80]!r}: use 1-64 letters, digits or hyphens"
+                f"invalid credentials name {credentials[:80]!r}: use 1-64 letters, digits, '_', '.' or '-'"
             )
         if ak_id is not None or ram_role is not None:
             raise InvalidOption("give only one of 'ak_id'/'ak_secret', 'credentials' and 'ram_role'")

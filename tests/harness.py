@@ -102,17 +102,28 @@ def cleanup_mounts(root):
 
 
 class ObjectStore:
-    """moto's S3 server on 127.0.0.1, in its own process."""
+    """moto's S3 server on 127.0.0.1, in its own process.
 
-    def __init__(self, folder):
+    With ``auth=True`` moto checks keys: it lets the first three requests
+    through unchecked, which ``create_keys`` spends on making an IAM user,
+    its access key and a policy that allows S3; from then on only that key
+    works.
+    """
+
+    UNCHECKED_REQUESTS = 3
+
+    def __init__(self, folder, auth=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(folder, "moto.log")
+        self.auth = auth
         self.process = None
 
     def start(self):
         environment = dict(os.environ)
         environment.pop("AWS_CA_BUNDLE", None)
+        if self.auth:
+            environment["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.UNCHECKED_REQUESTS)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -129,11 +140,20 @@ class ObjectStore:
         wait_until(ready, 30, message=f"moto server on port {self.port}")
         return self
 
-    def client(self):
+    def client(self, key_id="test-key-id", secret="test-secret", service="s3"):
         import boto3
         os.environ.pop("AWS_CA_BUNDLE", None)
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id="test-key-id", aws_secret_access_key="test-secret")
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=key_id, aws_secret_access_key=secret)
+
+    def create_keys(self):
+        """Return ``(key_id, secret)`` of a new IAM user allowed to use S3 (auth mode only)."""
+        iam = self.client(service="iam")
+        iam.create_user(UserName="ossfs-test")
+        key = iam.create_access_key(UserName="ossfs-test")["AccessKey"]
+        policy = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
+        iam.put_user_policy(UserName="ossfs-test", PolicyName="s3", PolicyDocument=policy)
+        return key["AccessKeyId"], key["SecretAccessKey"]
 
     def stop(self):
         if self.process is not None:

@@ -85,7 +85,7 @@ ERROR_CASES = [
     ("/VolumeDriver.Create", '{"Name": 5}', 400, "'Name' must be a string"),
     ("/VolumeDriver.Create", '{"Name": "v1", "Opts": "x"}', 400, "'Opts' must be a JSON object of strings"),
     ("/VolumeDriver.Create", '{"Name": "-v1", "Opts": {}}', 400,
-     "invalid volume name '-v1': use 1-64 letters, digits or hyphens, not starting with a hyphen"),
+     "invalid volume name '-v1': use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
     ("/VolumeDriver.Create", json.dumps({"Name": "v1", "Opts": {**OPTS, "bukcet": "x"}}), 400,
      "unknown option 'bukcet': valid options are bucket, url, ak_id, ak_secret, path, credentials, ram_role,"
      " region, no_stat_cache, other_opts"),
@@ -148,3 +148,18 @@ def test_broken_settings_stop_the_start(folder):
                             env={"PATH": "/usr/bin:/bin", "MOUNT_TIMEOUT": "soon", "PYTHONPATH": REPO}, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip() == "docker-volume-ossfs: MOUNT_TIMEOUT must be a number of seconds, got 'soon'"
+
+
+def test_corrupt_state_file_is_kept_aside(folder, start_plugin):
+    import os
+    state = os.path.join(folder, "state")
+    os.makedirs(state)
+    with open(os.path.join(state, "state.json"), "w") as file:
+        file.write('{"version": 1, "volumes": {"v1": ')
+    plugin = start_plugin()
+    assert plugin.call("List") == {"Volumes": [], "Err": ""}
+    aside = [name for name in os.listdir(state) if name.startswith("state.json.corrupt-")]
+    assert len(aside) == 1
+    assert "is corrupt" in plugin.log_text()
+    plugin.call("Create", Name="v1", Opts=OPTS)
+    assert plugin.call("Get", Name="v1")["Volume"]["Name"] == "v1"

@@ -287,3 +287,25 @@ def test_slow_mount_does_not_block_get_or_other_volumes(settings):
     driver.path("v1")
     assert time.monotonic() - started < 0.5
     slow.join(10)
+
+
+def test_watchdog_retries_failed_remount(driver, mounter):
+    driver.create("v1", OPTS)
+    mountpoint = driver.mount("v1", "a")
+    mounter.mounted.discard(mountpoint)  # ossfs died
+    mounter.fail_with = "ossfs exited with status 1: endpoint down"
+    driver.check_mounts(1.0)
+    status = driver.get("v1")["Status"]
+    assert status["mounted"] is False
+    assert "endpoint down" in status["last_error"]
+    assert status["mount_ids"] == ["a"]
+
+    driver.check_mounts(1.0)
+    assert len(mounter.mounts) == 2  # still backing off: no third attempt
+
+    mounter.fail_with = None
+    driver._volumes["v1"].retry_at = 0.0
+    driver.check_mounts(1.0)
+    assert mountpoint in mounter.mounted
+    assert driver.get("v1")["Status"]["mounted"] is True
+    assert len(mounter.mounts) == 3

@@ -103,17 +103,17 @@ def test_secret_prints_redacted():
     assert config.ak_secret.reveal() == KEYS["ak_secret"]
 
 
-@pytest.mark.parametrize("name", ["a", "v1", "A-b-9", "x" * 64, "9-lives"])
+@pytest.mark.parametrize("name", ["a", "v1", "A-b-9", "x" * 64, "9-lives", "project_data", "v1.2", "a..b"])
 def test_valid_volume_names(name):
     assert validate_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["-v1", "x" * 65, "a_b", "a.b", "a/b", "..", "a b", "ü"])
+@pytest.mark.parametrize("name", ["-v1", "_v1", ".v1", "x" * 65, "a/b", "..", ".", "a b", "ü", "a\n"])
 def test_invalid_volume_names(name):
     with pytest.raises(InvalidName) as error:
         validate_name(name)
-    assert str(error.value) == (f"invalid volume name {name!r}: use 1-64 letters, digits or hyphens,"
-                                " not starting with a hyphen")
+    assert str(error.value) == (f"invalid volume name {name!r}: use 1-64 letters, digits, '_', '.' or '-',"
+                                " starting with a letter or digit")
 
 
 def test_missing_volume_name():
@@ -147,12 +147,15 @@ ERROR_CASES = [
     ({"url": "https://b-1.oss-cn-hangzhou.aliyuncs.com"},
      "invalid url 'https://b-1.oss-cn-hangzhou.aliyuncs.com': the host starts with the bucket name;"
      " ossfs adds it, so use url=https://oss-cn-hangzhou.aliyuncs.com"),
-    ({"ak_secret": "abc "}, "invalid value for option 'ak_secret': it contains whitespace, a line break"
-                            " or a colon, which an access key never does; check for a copy-and-paste error"),
-    ({"ak_id": "ab:c"}, "invalid value for option 'ak_id': it contains whitespace, a line break"
-                        " or a colon, which an access key never does; check for a copy-and-paste error"),
-    ({"ak_secret": "ab\r"}, "invalid value for option 'ak_secret': it contains whitespace, a line break"
-                            " or a colon, which an access key never does; check for a copy-and-paste error"),
+    ({"ak_secret": "abc "}, "invalid value for option 'ak_secret': it contains whitespace, a line break,"
+                            " a colon or a control character, which an access key never does;"
+                            " check for a copy-and-paste error"),
+    ({"ak_id": "ab:c"}, "invalid value for option 'ak_id': it contains whitespace, a line break,"
+                        " a colon or a control character, which an access key never does;"
+                        " check for a copy-and-paste error"),
+    ({"ak_secret": "ab\r"}, "invalid value for option 'ak_secret': it contains whitespace, a line break,"
+                            " a colon or a control character, which an access key never does;"
+                            " check for a copy-and-paste error"),
     ({"ak_id": ""}, "option 'ak_id' is empty"),
     ({"ram_role": "auto"}, "give either 'ak_id'/'ak_secret' or 'ram_role', not both"),
     ({"region": "CN_hz"}, "invalid region 'CN_hz': use a region id such as cn-hangzhou"),
@@ -182,6 +185,16 @@ ERROR_CASES = [
     ({"other_opts": "-o 'a"}, "invalid other_opts \"-o 'a\": No closing quotation"),
     ({"other_opts": "-o allow-other"}, "unknown option 'allow-other' in other_opts: did you mean 'allow_other'?"),
     ({"other_opts": "-o =1"}, "invalid option '=1' in other_opts: an option name is letters, digits and '_'"),
+    ({"path": "a\x00b"}, "invalid value for option 'path': it contains a control character or invalid Unicode"),
+    ({"url": "https://e.example\x00"},
+     "invalid value for option 'url': it contains a control character or invalid Unicode"),
+    ({"ak_secret": "abc\x00"},
+     "invalid value for option 'ak_secret': it contains whitespace, a line break, a colon or a control"
+     " character, which an access key never does; check for a copy-and-paste error"),
+    ({"bucket": "b-1:/a\ud800"},
+     "invalid value for option 'bucket': it contains a control character or invalid Unicode"),
+    ({"other_opts": "-o umask=022\x1b"},
+     "invalid value for option 'other_opts': it contains a control character or invalid Unicode"),
 ]
 
 
