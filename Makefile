@@ -2,6 +2,9 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
+# rootfs, plugin, enable, push, clean: the managed Docker plugin.
+include packaging/plugin-targets.mk
+
 .PHONY: help deps demo test test-unit test-fuse
 
 help:  ## list the targets
