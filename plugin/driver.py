@@ -21,7 +21,7 @@ from .state import StateStore
 
 log = logging.getLogger(__name__)
 
-# Longest wait, in seconds, between watchdog remounts of a volume that fails.
+# Maximum wait, in seconds, between watchdog remounts of a volume that fails.
 MAX_RETRY_DELAY = 300.0
 
 
@@ -34,7 +34,7 @@ class Volume:
 
     def __init__(self, name, opts, config, mountpoint, mount_ids=(), created_at=None):
         self.name = name
-        self.options = opts  # as Docker sent them; holds secrets, never logged
+        self.options = opts  # as Docker sent them; contains secrets, never logged
         self.config = config
         self.mountpoint = mountpoint
         self.mount_ids = set(mount_ids)
@@ -61,6 +61,9 @@ class Driver:
         self.default_keys = credentials.plugin_keys(environ)
         self._volumes = {}
         self._lock = threading.Lock()
+        # Incremented after each change to the set of listed volumes, so the
+        # API can reuse its encoded List reply until the next change.
+        self.list_generation = 0
         self._stopping = threading.Event()
 
     # Loading and reconciling after a start
@@ -84,8 +87,8 @@ class Driver:
     def reconcile(self):
         """Match the mount IDs in the state with the mount table.
 
-        Live mounts are kept, dead ones are detached and mounted again, and
-        the IDs of mounts that vanished (the host rebooted, or ossfs was
+        Live mounts are kept, and dead ones are detached and mounted again.
+        The IDs of mounts that vanished (the host rebooted, or ossfs was
         unmounted while the plugin was down) are dropped, because Docker
         will not mount them again under the same ID. Mounts that no ID holds
         are then unmounted.
@@ -112,7 +115,7 @@ class Driver:
 
         A volume is checked while mount IDs hold it, also after a failed
         remount, so containers get their volume back once the endpoint
-        answers again. Failed remounts back off exponentially, up to
+        responds again. Failed remounts back off exponentially, up to
         MAX_RETRY_DELAY. A volume whose lock is held (a Mount or Unmount is
         running) is left for the next round rather than waited for.
         """
@@ -202,6 +205,8 @@ class Driver:
         try:
             self._save(volume)
             volume.saved = True
+            with self._lock:
+                self.list_generation += 1
         except StateError:
             with self._lock:
                 del self._volumes[name]
@@ -232,6 +237,7 @@ class Driver:
                 raise StateError(f"could not save the removal of volume {name!r}: {error}") from None
             with self._lock:
                 del self._volumes[name]
+                self.list_generation += 1
             volume.removed = True
         log.info("removed volume %s", name)
 

@@ -27,7 +27,7 @@ PROBE_TIMEOUT = 3.0
 # Seconds ossfs gets to flush and exit after its mount is gone.
 EXIT_GRACE = 5.0
 POLL_INTERVAL = 0.02
-# Longest stderr tail of ossfs that goes into an error message.
+# Maximum length of ossfs output quoted in an error message.
 STDERR_LIMIT = 1500
 # Only these variables reach ossfs: no credentials from the plugin's own
 # environment, and nothing like AWS_* that would change how ossfs signs.
@@ -68,7 +68,7 @@ def summarize_log(text):
 
 
 def has_fatal_line(text):
-    """Return True when an ossfs log says the process gave up."""
+    """Return True when an ossfs log reports that ossfs gave up."""
     return any("[CRT]" in line and "change debug level" not in line for line in text.splitlines())
 
 
@@ -109,7 +109,7 @@ def read_mount_table(path=MOUNTINFO):
 
 
 def probe_with_timeout(path, timeout=PROBE_TIMEOUT):
-    """Return None if the filesystem at ``path`` answers, else a reason string.
+    """Return None if the filesystem at ``path`` responds, else a reason string.
 
     The probe is ``statvfs``, not ``stat``: the kernel answers ``stat`` of a
     mount root from its attribute cache even after the FUSE daemon died,
@@ -141,7 +141,7 @@ def find_daemon_pids(mountpoint):
     """Return the PIDs of processes whose arguments include ``mountpoint``.
 
     ossfs daemonizes, so the plugin does not know its PID. Its command line
-    always holds the mountpoint, which is unique to one volume.
+    always contains the mountpoint, which is unique to one volume.
     """
     pids = []
     own = os.getpid()
@@ -182,7 +182,7 @@ class Mounter:
         return read_mount_table().get(mountpoint, "").startswith("fuse")
 
     def health(self, mountpoint):
-        """Check that ``mountpoint`` is a FUSE mount that answers and has a daemon."""
+        """Check that ``mountpoint`` is a FUSE mount that responds and has a daemon."""
         fstype = read_mount_table().get(mountpoint)
         if fstype is None:
             return Health(False, "not in the mount table")

@@ -276,7 +276,10 @@ def parse_other_opts(text):
     for item in items:
         key, has_value, value = item.partition("=")
         if not FUSE_KEY_PATTERN.fullmatch(key):
-            raise InvalidOption(f"invalid option {item!r} in other_opts: an option name is letters, digits and '_'")
+            raise InvalidOption(
+                f"invalid option {item!r} in other_opts: an option name starts with a letter"
+                " and has letters, digits, '_', '.' or '-'"
+            )
         if key in DROPPED_FUSE_OPTIONS:
             warnings.append(DROPPED_FUSE_OPTIONS[key])
             continue

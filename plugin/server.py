@@ -3,7 +3,7 @@
 One worker process with threads: the driver keeps volumes, locks and mount
 IDs in memory, and a single process keeps that view coherent without file
 locks. gunicorn binds the socket in the master before the worker starts, so
-Docker can connect at once; slow work (checking old mounts) runs in
+Docker can connect at once. Slow work, such as checking old mounts, runs in
 background threads after the state is loaded.
 """
 
@@ -56,8 +56,8 @@ class PluginServer(gunicorn.app.base.BaseApplication):
             "worker_class": "gthread",
             "threads": settings.threads,
             # The master restarts a worker that misses this many seconds of
-            # heartbeats; gthread workers beat from their main loop, so long
-            # mounts in request threads do not count against it.
+            # heartbeats. gthread workers send them from their main loop, so
+            # long mounts in request threads do not count against it.
             "timeout": 60,
             # Docker sends SIGKILL 10 seconds after SIGTERM.
             "graceful_timeout": 9,
@@ -65,8 +65,8 @@ class PluginServer(gunicorn.app.base.BaseApplication):
             "accesslog": None,
             "errorlog": "-",
             "worker_exit": self._worker_exit,
-            # gunicorn 23 and later open a control socket in the home folder
-            # unless told not to; older releases have no such setting.
+            # gunicorn 27 opens a control socket in the home folder unless
+            # this is set. Older releases, such as Debian's 20.1, lack it.
             "control_socket_disable": True,
         }
         for key, value in values.items():

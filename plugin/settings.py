@@ -1,8 +1,9 @@
 """Settings read from environment variables.
 
-The managed plugin's ``config.json`` declares each variable as settable, so
-``docker plugin set ossfs NAME=value`` changes it; the host service sets them
-in its systemd unit.
+The managed plugin's ``config.json`` declares most of them settable, so
+``docker plugin set ossfs NAME=value`` changes them; the paths stay fixed
+there because they must match its socket, state mount and propagated mount.
+The host service sets them in its systemd unit.
 """
 
 import dataclasses
@@ -26,9 +27,9 @@ class Settings:
     fusermount_bin: str = "fusermount"
     log_level: str = "info"
     scope: str = "local"
-    # Seconds one mount may take before ossfs is killed. Docker's client
-    # gives a managed plugin's call about 30 seconds, so the plugin's own
-    # limit must expire first to return a useful error.
+    # Seconds one mount may take before ossfs is killed. Docker stops waiting
+    # for a plugin's reply after a while of its own, and the plugin's limit
+    # must expire first so that Docker prints the plugin's error.
     mount_timeout: float = 20.0
     # Seconds between health checks of mounted volumes; 0 turns them off.
     watchdog_interval: float = 10.0
@@ -55,7 +56,6 @@ class Settings:
         return getattr(logging, self.log_level.upper())
 
 
-# Environment variable name -> (field name, parser).
 def _positive_float(name, text):
     try:
         value = float(text)
@@ -107,6 +107,7 @@ def _text(name, text):
     return text
 
 
+# Environment variable name -> (field name, parser).
 ENVIRONMENT = {
     "SOCKET_PATH": ("socket_path", _path),
     "STATE_PATH": ("state_path", _path),

@@ -184,7 +184,8 @@ ERROR_CASES = [
     ({"other_opts": "-o"}, "invalid other_opts: '-o' at the end has no option after it"),
     ({"other_opts": "-o 'a"}, "invalid other_opts \"-o 'a\": No closing quotation"),
     ({"other_opts": "-o allow-other"}, "unknown option 'allow-other' in other_opts: did you mean 'allow_other'?"),
-    ({"other_opts": "-o =1"}, "invalid option '=1' in other_opts: an option name is letters, digits and '_'"),
+    ({"other_opts": "-o =1"}, "invalid option '=1' in other_opts: an option name starts with a letter"
+                              " and has letters, digits, '_', '.' or '-'"),
     ({"path": "a\x00b"}, "invalid value for option 'path': it contains a control character or invalid Unicode"),
     ({"url": "https://e.example\x00"},
      "invalid value for option 'url': it contains a control character or invalid Unicode"),
