@@ -87,8 +87,8 @@ def create_app(driver):
     def get(body):
         return {"Volume": driver.get(_name(body)), "Err": ""}
 
-    # The List reply, encoded once per change to the volumes: at 1,000
-    # volumes, encoding it took longer than the rest of the call.
+    # The List reply, built and encoded once per change to the volumes. At
+    # 1,000 volumes that work took over a third of each List call.
     listing = {"generation": None, "text": ""}
 
     def list_volumes(body):
