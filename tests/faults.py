@@ -13,6 +13,9 @@ import time
 
 from tests import harness
 
+# Seconds a restarted plugin gets to sweep mounts that no ID holds.
+SETTLE_SECONDS = 15
+
 
 class Figures:
     def __init__(self):
@@ -135,9 +138,20 @@ def plugin_kill_round(make_plugin, opts, rng, names, figures):
     figures.operations += len(counter)
 
     plugin = make_plugin()
-    # ossfs processes started just before the kill may finish mounting
-    # after the restart; the watchdog sweeps those within its interval.
-    time.sleep(2.5)
+    # An ossfs started just before the kill may finish mounting after the
+    # restart; the watchdog sweeps such a mount within its interval. Wait,
+    # bounded, until every mount is held by an ID, then compare.
+    def settled():
+        for point in harness.mounts_under(plugin.mount_root):
+            status = plugin.call("Get", Name=os.path.basename(point))["Volume"]["Status"]
+            if not status["mount_ids"]:
+                return False
+        return True
+
+    try:
+        harness.wait_until(settled, SETTLE_SECONDS, interval=0.2, message="mounts held by IDs")
+    except (TimeoutError, harness.PluginCallError):
+        pass  # counted as leaked below
     listed = {volume["Name"] for volume in plugin.call("List")["Volumes"]}
     held = {}
     for name in names:
