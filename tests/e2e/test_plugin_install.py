@@ -139,11 +139,10 @@ def test_state_mount_source_on_host(plugin, object_store, bucket, resources):
 
     create_volume(plugin.dockerd, "ossfs", name, object_store.volume_options(bucket))
 
-    state_file = plugin.state_dir / "state.json"
-    assert name in state_file.read_text()
+    state_file = plugin.state_dir / "volumes" / f"{name}.json"
+    assert json.loads(state_file.read_text())["name"] == name
     assert stat.S_IMODE(state_file.stat().st_mode) & 0o077 == 0
-    passwd_dir = plugin.state_dir / "passwd"
-    assert stat.S_IMODE(passwd_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(state_file.parent.stat().st_mode) == 0o700
 
 
 def test_propagated_mount_visible_on_host(plugin, object_store, bucket, busybox_image, resources):
