@@ -80,9 +80,13 @@ class PluginServer(gunicorn.app.base.BaseApplication):
         return create_app(self.driver)
 
     def _worker_exit(self, server, worker):
-        if self.driver is not None:
+        if self.driver is None:
+            return
+        if self.settings.unmount_on_stop:
             log.info("stopping: unmounting volumes")
             self.driver.shutdown()
+        else:
+            log.info("stopping: leaving mounts in place (UNMOUNT_ON_STOP=false)")
 
 
 def main():

@@ -33,6 +33,11 @@ class Settings:
     mount_timeout: float = 20.0
     # Seconds between health checks of mounted volumes; 0 turns them off.
     watchdog_interval: float = 10.0
+    # Unmount every volume on SIGTERM. A managed plugin's ossfs processes die
+    # with it, so a clean unmount beats a dead mount. A host service can keep
+    # them running across its own restart instead (with systemd's
+    # KillMode=process), and then reconnects to them at start.
+    unmount_on_stop: bool = True
     # INI file of named key pairs that volumes pick with the 'credentials' option.
     credentials_file: str = "/etc/docker-volume-ossfs/credentials"
     # Worker threads in the single gunicorn worker process.
@@ -86,6 +91,15 @@ def _positive_int(name, text):
     return value
 
 
+def _boolean(name, text):
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {text!r}")
+
+
 def _choice(choices):
     def parse(name, text):
         value = text.strip().lower()
@@ -119,6 +133,7 @@ ENVIRONMENT = {
     "MOUNT_TIMEOUT": ("mount_timeout", _positive_float),
     "WATCHDOG_INTERVAL": ("watchdog_interval", _non_negative_float),
     "THREADS": ("threads", _positive_int),
+    "UNMOUNT_ON_STOP": ("unmount_on_stop", _boolean),
     "CREDENTIALS_FILE": ("credentials_file", _path),
 }
 

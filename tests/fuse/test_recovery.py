@@ -127,3 +127,21 @@ def test_mount_no_id_holds_is_unmounted_at_start(start_plugin, volume_opts):
     assert "which no mount ID holds" in plugin.log_text()
     plugin.call("Mount", Name="v1", ID="a")
     plugin.call("Unmount", Name="v1", ID="a")
+
+
+def test_mounts_survive_restart_when_kept(start_plugin, volume_opts):
+    plugin = start_plugin(UNMOUNT_ON_STOP="false")
+    plugin.call("Create", Name="v1", Opts=volume_opts)
+    mountpoint = plugin.call("Mount", Name="v1", ID="a")["Mountpoint"]
+    (pid,) = ossfs_pids(mountpoint)
+    plugin.stop()
+    assert is_mounted(mountpoint)
+    assert answers(mountpoint)
+    assert "leaving mounts in place" in plugin.log_text()
+
+    plugin = start_plugin(UNMOUNT_ON_STOP="false")
+    wait_until(lambda: plugin.call("Get", Name="v1")["Volume"]["Status"]["mounted"], 10, message="mount found")
+    assert plugin.call("Get", Name="v1")["Volume"]["Status"]["mount_ids"] == ["a"]
+    assert ossfs_pids(mountpoint) == [pid]
+    plugin.call("Unmount", Name="v1", ID="a")
+    assert not is_mounted(mountpoint)
