@@ -42,7 +42,7 @@ def main():
         def make_plugin():
             return harness.PluginProcess(folder, environment=settings).start()
 
-        names = [f"p{index}" for index in range(6)]
+        names = [f"p{index}" for index in range(8)]
         for round_number in range(arguments.plugin_rounds):
             faults.plugin_kill_round(make_plugin, opts, rng, names, figures)
             print(f"round {round_number + 1}: {figures.operations} operations so far", flush=True)

@@ -70,8 +70,13 @@ class Model:
         self.lock = threading.Lock()
 
 
-def run_operations(plugin, opts, model, rng, stop, counter):
-    names = list(model.exists)
+def run_operations(plugin, opts, model, names, rng, stop, counter):
+    """Run random operations on ``names`` until ``stop`` is set or the plugin dies.
+
+    Each thread gets volumes of its own. Replies of two threads acting on
+    one volume can arrive in the other order than the plugin handled them,
+    and the model would then expect the wrong state.
+    """
     while not stop.is_set():
         name = rng.choice(names)
         action = rng.choice(["create", "create", "mount", "mount", "unmount", "remove"])
@@ -125,9 +130,11 @@ def plugin_kill_round(make_plugin, opts, rng, names, figures):
     model = Model(names)
     stop = threading.Event()
     counter = []
+    thread_count = 4
     threads = [threading.Thread(target=run_operations,
-                                args=(plugin, opts, model, random.Random(rng.random()), stop, counter))
-               for _ in range(4)]
+                                args=(plugin, opts, model, names[index::thread_count],
+                                      random.Random(rng.random()), stop, counter))
+               for index in range(thread_count)]
     for thread in threads:
         thread.start()
     time.sleep(rng.uniform(0.2, 2.0))

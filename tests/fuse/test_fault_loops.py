@@ -31,7 +31,7 @@ def test_killed_plugin_loses_and_leaks_nothing(folder, volume_opts):
     rng = random.Random(11)
     try:
         for _ in range(3):
-            faults.plugin_kill_round(make_plugin, volume_opts, rng, [f"p{index}" for index in range(4)], figures)
+            faults.plugin_kill_round(make_plugin, volume_opts, rng, [f"p{index}" for index in range(8)], figures)
     finally:
         for plugin in started:
             plugin.kill()
