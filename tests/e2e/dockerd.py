@@ -161,11 +161,32 @@ class Dockerd:
     def start(self, timeout=START_TIMEOUT):
         """Start the daemon and wait until ``/_ping`` returns OK."""
         self.root.mkdir(parents=True, exist_ok=True)
-        # A config file of its own keeps the host's /etc/docker/daemon.json
-        # out, and its key path keeps dockerd 20.10 from writing
-        # /etc/docker/key.json.
-        self.config_file.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
-        argv = [
+        self.config_file.write_text(json.dumps(self.config()))
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        self._wait_ready(timeout)
+
+    def config(self):
+        """Return the settings written to the daemon's own config file.
+
+        A config file of its own keeps the host's /etc/docker/daemon.json
+        out, and its key path keeps dockerd 20.10 from writing
+        /etc/docker/key.json.
+        """
+        return {"deprecated-key-path": str(self.root / "key.json")}
+
+    def command(self):
+        """Return the argv that starts the daemon.
+
+        The process it starts must be dockerd itself, because stop() signals
+        that PID.
+        """
+        return [
             DOCKERD,
             "--iptables=false",
             "--ip6tables=false",
@@ -177,14 +198,6 @@ class Dockerd:
             f"--config-file={self.config_file}",
             f"--host={self.host}",
         ]
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        finally:
-            log.close()
-        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
