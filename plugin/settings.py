@@ -61,24 +61,22 @@ class Settings:
         return getattr(logging, self.log_level.upper())
 
 
-def _positive_float(name, text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be greater than 0, got {text!r}")
-    return value
+def _seconds(minimum, allow_minimum):
+    """Return a parser of a number of seconds above ``minimum`` (or equal, if allowed)."""
+    def parse(name, text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number of seconds, got {text!r}") from None
+        if value < minimum or (value == minimum and not allow_minimum):
+            bound = f"{minimum:g} or more" if allow_minimum else f"greater than {minimum:g}"
+            raise SettingsError(f"{name} must be {bound}, got {text!r}")
+        return value
+    return parse
 
 
-def _non_negative_float(name, text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must be 0 or more, got {text!r}")
-    return value
+_positive_float = _seconds(0, allow_minimum=False)
+_non_negative_float = _seconds(0, allow_minimum=True)
 
 
 def _positive_int(name, text):

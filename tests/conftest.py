@@ -1,5 +1,7 @@
 import os
 import shutil
+import socket
+import threading
 import uuid
 
 import pytest
@@ -92,3 +94,30 @@ def volume_opts(object_store, bucket):
     """Options of a volume on a fresh bucket of the local object store."""
     return {"bucket": bucket, "url": object_store.url, "ak_id": "test-key-id",
             "ak_secret": "test-secret-value"}
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A listener on 127.0.0.1 that accepts connections and never responds."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    for connection in accepted:
+        connection.close()
+    listener.close()

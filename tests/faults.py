@@ -52,12 +52,7 @@ class Figures:
         ]
 
 
-def answers(mountpoint):
-    try:
-        os.statvfs(mountpoint)
-        return True
-    except OSError:
-        return False
+
 
 
 class Model:
@@ -184,7 +179,7 @@ def plugin_kill_round(make_plugin, opts, rng, names, figures):
         if not held.get(name):
             figures.mounts_leaked += 1
             figures.notes.append(f"mount {point} held by no ID")
-        elif not answers(point):
+        elif not harness.responds(point):
             figures.dead_mounts += 1
             figures.notes.append(f"mount {point} is dead")
 
@@ -218,7 +213,7 @@ def ossfs_kill_loop(plugin, opts, rng, rounds, figures, volume_count=3):
             plugin.call("Mount", Name=name, ID=f"again-{round_number}")
             plugin.call("Unmount", Name=name, ID=f"again-{round_number}")
         try:
-            harness.wait_until(lambda: answers(mountpoint) and harness.processes_with_argument_under(mountpoint),
+            harness.wait_until(lambda: harness.responds(mountpoint) and harness.processes_with_argument_under(mountpoint),
                                15, message=f"{name} remounted")
             figures.recovered += 1
         except TimeoutError:

@@ -6,7 +6,6 @@ OSSFS_BIN=/bin/false, so no fuzzed url is ever contacted.
 """
 
 import json
-import random
 
 ENDPOINTS = ["Plugin.Activate", "VolumeDriver.Create", "VolumeDriver.Remove", "VolumeDriver.Mount",
              "VolumeDriver.Unmount", "VolumeDriver.Path", "VolumeDriver.Get", "VolumeDriver.List",

@@ -59,6 +59,15 @@ def fuse_available():
             and shutil.which("s3fs") is not None and shutil.which("fusermount") is not None)
 
 
+def responds(mountpoint):
+    """Return True when the filesystem at ``mountpoint`` answers statvfs."""
+    try:
+        os.statvfs(mountpoint)
+        return True
+    except OSError:
+        return False
+
+
 def mounts_under(root):
     """Return the mountpoints in /proc/self/mountinfo at or below ``root``."""
     found = []

@@ -3,7 +3,6 @@
 import logging
 import os
 import socket
-import threading
 
 import pytest
 
@@ -339,33 +338,6 @@ def test_connect_missing_bucket_names_code(folder, connect_env, object_store):
     )
     assert_no_marker(result)
     assert leftovers(folder) == ([], [], [])
-
-
-@pytest.fixture
-def silent_endpoint():
-    """A listener on 127.0.0.1 that accepts connections and never responds."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(5)
-    for connection in accepted:
-        connection.close()
-    listener.close()
 
 
 @pytest.mark.usefixtures("fuse")

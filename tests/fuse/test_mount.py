@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,33 +26,6 @@ def ossfs_argv(mountpoint):
 
 def is_mounted(mountpoint):
     return mountpoint in harness.mounts_under(mountpoint)
-
-
-@pytest.fixture
-def silent_endpoint():
-    """A listener on 127.0.0.1 that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(5)
-    for connection in accepted:
-        connection.close()
-    listener.close()
 
 
 def closed_port_url():

@@ -21,12 +21,7 @@ def is_mounted(mountpoint):
     return mountpoint in harness.mounts_under(mountpoint)
 
 
-def answers(mountpoint):
-    try:
-        os.statvfs(mountpoint)
-        return True
-    except OSError:
-        return False
+
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def test_right_keys_mount(plugin, auth_store):
     plugin.call("Create", Name="v1", Opts={"bucket": "keys-bucket", "url": auth_store.url,
                                            "ak_id": key_id, "ak_secret": secret})
     mountpoint = plugin.call("Mount", Name="v1", ID="a")["Mountpoint"]
-    assert answers(mountpoint)
+    assert harness.responds(mountpoint)
     plugin.call("Unmount", Name="v1", ID="a")
 
 
@@ -71,7 +66,7 @@ def test_watchdog_remounts_dead_mount(start_plugin, volume_opts):
     mountpoint = plugin.call("Mount", Name="v1", ID="a")["Mountpoint"]
     (old_pid,) = ossfs_pids(mountpoint)
     os.kill(old_pid, signal.SIGKILL)
-    wait_until(lambda: answers(mountpoint) and ossfs_pids(mountpoint) not in ([], [old_pid]), 15,
+    wait_until(lambda: harness.responds(mountpoint) and ossfs_pids(mountpoint) not in ([], [old_pid]), 15,
                message="watchdog remount")
     status = plugin.call("Get", Name="v1")["Volume"]["Status"]
     assert status["mounted"] is True
@@ -119,7 +114,7 @@ def test_mount_no_id_holds_is_unmounted_at_start(start_plugin, volume_opts):
     os.close(descriptor)
     subprocess.run([harness.OSSFS_WRAPPER, volume_opts["bucket"], mountpoint, "-o", f"url={volume_opts['url']}",
                     "-o", f"passwd_file={passwd}"], check=True, timeout=30)
-    wait_until(lambda: answers(mountpoint), 10, message="orphan mount")
+    wait_until(lambda: harness.responds(mountpoint), 10, message="orphan mount")
 
     plugin = start_plugin()
     wait_until(lambda: not is_mounted(mountpoint), 15, message="orphan unmounted")
@@ -136,7 +131,7 @@ def test_mounts_survive_restart_when_kept(start_plugin, volume_opts):
     (pid,) = ossfs_pids(mountpoint)
     plugin.stop()
     assert is_mounted(mountpoint)
-    assert answers(mountpoint)
+    assert harness.responds(mountpoint)
     assert "leaving mounts in place" in plugin.log_text()
 
     plugin = start_plugin(UNMOUNT_ON_STOP="false")
