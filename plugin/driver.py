@@ -6,6 +6,7 @@ Mount, Unmount or Remove of that volume, so a slow mount delays no other
 volume. Get, List and Path take no volume lock and never wait for a mount.
 """
 
+import collections
 import datetime
 import logging
 import os
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Maximum wait, in seconds, between watchdog remounts of a volume that fails.
 MAX_RETRY_DELAY = 300.0
+# Seconds the ossfs processes get to exit at shutdown before SIGTERM.
+SHUTDOWN_GRACE = 2.0
 
 
 def _now():
@@ -37,7 +40,10 @@ class Volume:
         self.options = opts  # as Docker sent them; contains secrets, never logged
         self.config = config
         self.mountpoint = mountpoint
-        self.mount_ids = set(mount_ids)
+        # Mount calls per ID. Docker sends a running container's own ID again
+        # around a "docker cp", with a matching Unmount, so an ID can hold the
+        # volume more than once; the last Unmount of the last ID unmounts.
+        self.mount_ids = collections.Counter(mount_ids)
         self.created_at = created_at or _now()
         self.lock = threading.Lock()
         self.saved = False  # False until the state file has the volume
@@ -49,7 +55,20 @@ class Volume:
         self.retry_at = 0.0  # time.monotonic() before which the watchdog skips it
 
     def record(self):
-        return {"options": self.options, "mount_ids": sorted(self.mount_ids), "created_at": self.created_at}
+        return {"options": self.options, "mount_ids": sorted(self.mount_ids.elements()),
+                "created_at": self.created_at}
+
+    def mount_count(self):
+        return sum(self.mount_ids.values())
+
+    def release(self, mount_id):
+        """Take back one Mount call of ``mount_id``; return False for an unknown ID."""
+        if mount_id not in self.mount_ids:
+            return False
+        self.mount_ids[mount_id] -= 1
+        if self.mount_ids[mount_id] <= 0:
+            del self.mount_ids[mount_id]
+        return True
 
 
 class Driver:
@@ -224,7 +243,7 @@ class Driver:
             self._check_present(volume)
             if volume.mount_ids:
                 raise VolumeInUse(
-                    f"volume {name!r} is in use by {len(volume.mount_ids)} mount(s);"
+                    f"volume {name!r} is in use by {volume.mount_count()} mount(s);"
                     " stop the containers that use it first"
                 )
             self.mounter.unmount(volume.mountpoint)
@@ -247,17 +266,15 @@ class Driver:
         with volume.lock:
             self._check_present(volume)
             self._ensure_mounted(volume)
-            if mount_id in volume.mount_ids:
-                return volume.mountpoint
-            volume.mount_ids.add(mount_id)
+            volume.mount_ids[mount_id] += 1
             try:
                 self._save(volume)
             except StateError:
-                volume.mount_ids.discard(mount_id)
+                volume.release(mount_id)
                 if not volume.mount_ids:
                     self._stop_mount(volume)
                 raise
-            log.info("volume %s: mount ID %s added (%d in use)", name, mount_id, len(volume.mount_ids))
+            log.info("volume %s: mount ID %s added (%d in use)", name, mount_id, volume.mount_count())
             return volume.mountpoint
 
     def unmount(self, name, mount_id):
@@ -265,14 +282,13 @@ class Driver:
         volume = self._lookup(name)
         with volume.lock:
             self._check_present(volume)
-            if mount_id not in volume.mount_ids:
+            if not volume.release(mount_id):
                 log.info("volume %s: unmount of unknown mount ID %s; nothing to release", name, mount_id)
                 return
-            volume.mount_ids.discard(mount_id)
             if not volume.mount_ids:
                 self._stop_mount(volume)
             self._save(volume)
-            log.info("volume %s: mount ID %s released (%d in use)", name, mount_id, len(volume.mount_ids))
+            log.info("volume %s: mount ID %s released (%d in use)", name, mount_id, volume.mount_count())
 
     def path(self, name):
         return self._lookup(name).mountpoint
@@ -301,23 +317,32 @@ class Driver:
 
         Docker stops a plugin with SIGKILL 10 seconds after SIGTERM, and a
         killed ossfs leaves a "Transport endpoint is not connected" mount,
-        so this works within ``budget`` seconds.
+        so this works within ``budget`` seconds. Every mount is detached
+        first; then all ossfs processes share one grace period to exit,
+        because ossfs of a mount that a container still uses never exits
+        by itself.
         """
         self._stopping.set()
         deadline = time.monotonic() + budget
+        detached = []
         for volume in self._snapshot():
-            if not volume.lock.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
+            if not volume.lock.acquire(timeout=max(deadline - time.monotonic() - SHUTDOWN_GRACE, 0.01)):
                 log.warning("volume %s is busy; leaving its mount in place at shutdown", volume.name)
                 continue
             try:
                 if self.mounter.is_mounted(volume.mountpoint):
-                    self.mounter.unmount(volume.mountpoint)
+                    self.mounter.detach(volume.mountpoint)
                     volume.mounted = False
+                    detached.append(volume)
                     log.info("volume %s: unmounted at shutdown", volume.name)
             except PluginError as error:
                 log.error("volume %s: unmount at shutdown failed: %s", volume.name, error)
             finally:
                 volume.lock.release()
+        grace = max(min(SHUTDOWN_GRACE, deadline - time.monotonic()), 0.1)
+        self.mounter.stop_daemons([volume.mountpoint for volume in detached], grace=grace)
+        for volume in detached:
+            self.passwd_files.delete(volume.name)
 
     # Helpers
 
@@ -445,14 +470,14 @@ class Driver:
                         volume.name, volume.mountpoint, error.strerror)
 
     def _status(self, volume):
-        # Reads fields without the volume lock. sorted() copies the set in C
-        # while holding the GIL, so a concurrent Mount cannot change it midway.
+        # Reads fields without the volume lock. sorted() copies the counter in
+        # C while holding the GIL, so a concurrent Mount cannot change it midway.
         config = volume.config
         status = {
             "bucket": config.bucket,
             "url": config.url,
             "mounted": volume.mounted,
-            "mount_ids": sorted(volume.mount_ids),
+            "mount_ids": sorted(volume.mount_ids.elements()),
         }
         if config.prefix:
             status["path"] = config.prefix

@@ -250,9 +250,14 @@ class Mounter:
     def unmount(self, mountpoint):
         """Unmount ``mountpoint`` and wait for its ossfs process to exit.
 
-        Already unmounted is success. A busy mount is detached lazily, so
-        containers that still hold files keep them until they close them.
+        Already unmounted is success. A busy mount is detached lazily, and
+        its ossfs is stopped after EXIT_GRACE seconds.
         """
+        self.detach(mountpoint)
+        self.stop_daemons([mountpoint])
+
+    def detach(self, mountpoint):
+        """Unmount ``mountpoint``, lazily when it is busy, without waiting for ossfs."""
         if self.is_mounted(mountpoint):
             result = self._fusermount("-u", mountpoint)
             if result.returncode != 0 and self.is_mounted(mountpoint):
@@ -261,7 +266,6 @@ class Mounter:
                 result = self._fusermount("-uz", mountpoint)
                 if result.returncode != 0 and self.is_mounted(mountpoint):
                     raise UnmountFailed(f"could not unmount {mountpoint}: {result.stderr.strip()}")
-        self._stop_daemons(mountpoint)
 
     def cleanup(self, mountpoint):
         """Detach a dead or half-made mount and end its ossfs processes."""
@@ -269,14 +273,21 @@ class Mounter:
             result = self._fusermount("-uz", mountpoint)
             if result.returncode != 0:
                 log.warning("lazy unmount of %s failed: %s", mountpoint, result.stderr.strip())
-        self._stop_daemons(mountpoint, grace=0.5)
+        self.stop_daemons([mountpoint], grace=0.5)
 
     def _fusermount(self, flags, mountpoint):
         return subprocess.run([self.fusermount_bin, flags, mountpoint], capture_output=True,
                               text=True, stdin=subprocess.DEVNULL, timeout=30)
 
-    def _stop_daemons(self, mountpoint, grace=EXIT_GRACE):
-        pids = [pid for pid in find_daemon_pids(mountpoint) if _pid_exists(pid)]
+    def stop_daemons(self, mountpoints, grace=EXIT_GRACE):
+        """Wait up to ``grace`` seconds for the ossfs of ``mountpoints`` to exit, then end them.
+
+        ossfs exits by itself once its mount is gone, unless a lazily
+        detached mount is still in use; such a process gets SIGTERM, then
+        SIGKILL. The grace period is shared by all the mountpoints.
+        """
+        owners = {pid: mountpoint for mountpoint in mountpoints for pid in find_daemon_pids(mountpoint)}
+        pids = [pid for pid in owners if _pid_exists(pid)]
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL)
@@ -286,7 +297,7 @@ class Mounter:
                 return
             for pid in pids:
                 log.warning("ossfs process %d for %s is still running; sending %s",
-                            pid, mountpoint, signal.Signals(signal_number).name)
+                            pid, owners[pid], signal.Signals(signal_number).name)
                 try:
                     os.kill(pid, signal_number)
                 except ProcessLookupError:

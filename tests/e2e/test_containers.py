@@ -78,6 +78,9 @@ def test_volume_rm_fails_while_in_use(driver, dockerd, object_store, bucket, bus
     container = resources.container_name()
     run_container(dockerd, busybox_image, name, f"echo data > /data/d.txt; {LONG_RUNNING}",
                   name=container, detach=True)
+    # docker rm --force below could otherwise kill the write before ossfs uploads it.
+    wait_until(lambda: "d.txt" in object_store.keys(bucket) and object_store.read(bucket, "d.txt") == "data\n",
+               timeout=30, message="d.txt in the bucket")
 
     in_use = dockerd.docker("volume", "rm", name, check=False)
 

@@ -70,16 +70,7 @@ def is_read_only_error(message):
 # Shared mounts. Docker names each user of a volume by a mount ID, and the
 # plugin must keep the mount while any of them remains.
 
-COUNTED_BY_ID = (
-    "docker cp on a running container sends Mount and then Unmount with the"
-    " container's own mount ID (dockerd 20.10). Driver.mount and Driver.unmount"
-    " keep mount IDs as a set, so that Unmount drops the container's only ID,"
-    " the plugin unmounts and stops ossfs, and the container's /data fails"
-    " with 'Transport endpoint is not connected'"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=COUNTED_BY_ID)
 def test_docker_cp_keeps_container_view(plugin, object_store, bucket, busybox_image, resources,
                                         tmp_path):
     dockerd = plugin.dockerd
@@ -456,13 +447,6 @@ def test_reenable_with_appending_container(plugin, object_store, bucket, busybox
     assert name not in dockerd.docker("volume", "ls", "--quiet").stdout.split()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Driver.shutdown unmounts volumes one after another, and Mounter.unmount then waits"
-    " EXIT_GRACE (5 s) for ossfs to exit. A container's bind mount keeps the FUSE"
-    " connection open, so ossfs never exits by itself and each busy volume costs about"
-    " 5.5 s: gunicorn kills the worker after graceful_timeout (9 s) before the second"
-    " volume is done, and the later volumes stay mounted until their ossfs is killed"
-))
 def test_sigterm_unmounts_every_busy_volume(plugin, object_store, busybox_image, resources):
     dockerd = plugin.dockerd
     names = []

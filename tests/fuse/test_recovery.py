@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -140,3 +141,24 @@ def test_mounts_survive_restart_when_kept(start_plugin, volume_opts):
     assert ossfs_pids(mountpoint) == [pid]
     plugin.call("Unmount", Name="v1", ID="a")
     assert not is_mounted(mountpoint)
+
+
+def test_sigterm_unmounts_busy_volumes_in_time(start_plugin, volume_opts):
+    plugin = start_plugin()
+    holders = []
+    try:
+        for name in ("b1", "b2", "b3"):
+            plugin.call("Create", Name=name, Opts=volume_opts)
+            mountpoint = plugin.call("Mount", Name=name, ID="a")["Mountpoint"]
+            holders.append(subprocess.Popen(["sleep", "60"], cwd=mountpoint))
+        started = time.monotonic()
+        plugin.stop()
+        # Docker sends SIGKILL 10 seconds after SIGTERM.
+        assert time.monotonic() - started < 9
+        assert plugin.log_text().count("unmounted at shutdown") == 3
+        assert harness.mounts_under(plugin.mount_root) == []
+        assert harness.processes_with_argument_under(plugin.mount_root) == []
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait(10)

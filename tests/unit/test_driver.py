@@ -54,6 +54,12 @@ class FakeMounter:
     def cleanup(self, mountpoint):
         self.mounted.discard(mountpoint)
 
+    def detach(self, mountpoint):
+        self.unmount(mountpoint)
+
+    def stop_daemons(self, mountpoints, grace=0):
+        pass
+
 
 @pytest.fixture
 def settings(tmp_path):
@@ -103,7 +109,6 @@ def test_mount_ids_share_one_mount(driver, mounter):
     driver.create("v1", OPTS)
     first = driver.mount("v1", "a")
     second = driver.mount("v1", "b")
-    driver.mount("v1", "a")
     assert first == second
     assert len(mounter.mounts) == 1
     driver.unmount("v1", "a")
@@ -113,6 +118,23 @@ def test_mount_ids_share_one_mount(driver, mounter):
     driver.unmount("v1", "b")
     assert len(mounter.unmounts) == 1
     assert driver.get("v1")["Status"]["mount_ids"] == []
+
+
+def test_repeated_mount_id_is_counted(settings, driver, mounter):
+    # Docker mounts a running container's volume again under the
+    # container's own ID for "docker cp", then unmounts it once.
+    driver.create("v1", OPTS)
+    driver.mount("v1", "c1")
+    driver.mount("v1", "c1")
+    assert len(mounter.mounts) == 1
+    assert driver.get("v1")["Status"]["mount_ids"] == ["c1", "c1"]
+    assert restart(settings, mounter).get("v1")["Status"]["mount_ids"] == ["c1", "c1"]
+    driver.unmount("v1", "c1")
+    assert mounter.unmounts == []
+    driver.unmount("v1", "c1")
+    assert len(mounter.unmounts) == 1
+    driver.unmount("v1", "c1")
+    assert len(mounter.unmounts) == 1
 
 
 def test_restart_keeps_options_and_mount_ids(settings, driver, mounter):
