@@ -60,11 +60,11 @@ def remove_volumes(server, names, concurrency=1):
 # P1: Get, Path and List latency at 1,000 volumes.
 
 def control_plane_latency(targets, names, rounds=5, calls=400, list_calls=150, warmup=50):
-    """Measure Get, Path and List on every server, interleaved round by round.
+    """Measure Get, Path and List on every server, alternating servers call by call.
 
     Each round runs ``calls`` Gets and Paths of random existing names (and
-    ``list_calls`` Lists) on one server after the other, so a slow spell of
-    the machine hits all servers alike. Returns
+    ``list_calls`` Lists). Each call goes to every server in turn, so a busy
+    spell of the machine hits all servers alike. Returns
     ``{endpoint: {server: summary}}``.
     """
     chooser = random.Random(1)
@@ -76,21 +76,20 @@ def control_plane_latency(targets, names, rounds=5, calls=400, list_calls=150, w
                 server.client.timed_post(f"VolumeDriver.{endpoint}", {"Name": names[0]})
     for _ in range(rounds):
         for endpoint, count in plan.items():
-            for server in targets:
-                bucket = samples[endpoint][server.name]
-                for _ in range(count):
-                    body = {} if endpoint == "List" else {"Name": chooser.choice(names)}
+            for _ in range(count):
+                body = {} if endpoint == "List" else {"Name": chooser.choice(names)}
+                for server in targets:
                     elapsed, status, reply = server.client.timed_post(f"VolumeDriver.{endpoint}", body)
                     if status != 200 or reply.get("Err"):
                         raise CallFailed(f"{server.name} {endpoint}: HTTP {status}: {reply.get('Err')}")
-                    bucket.append(elapsed)
+                    samples[endpoint][server.name].append(elapsed)
     return {endpoint: {name: summary(values) for name, values in by_server.items()}
             for endpoint, by_server in samples.items()}
 
 
 # P2: Create and Remove throughput.
 
-def create_remove_throughput(targets, bucket, count=300, concurrencies=(1, 8), prefix="tp", rounds=5):
+def create_remove_throughput(targets, bucket, count=300, concurrencies=(1, 8), prefix="tp", rounds=10):
     """Return ``{concurrency: {server: {"create": per s, "remove": per s}}}``.
 
     Each server creates and then removes ``count`` volumes, in ``rounds``

@@ -66,9 +66,9 @@ def p2_rows(table, throughput, count):
                           "≥ 3x rclone", to_rclone >= 3)
 
 
-def pairs_text(result):
+def pairs_text(result, failed_before=None):
     if result is None:
-        return "not run"
+        return f"not run: {failed_before} pairs failed already" if failed_before else "not run"
     if result["passed"]:
         return f"pass, {result['rounds']} rounds, slowest {result['max_seconds']:.1f} s"
     detail = "; ".join(result["errors"]) or "calls did not return"
@@ -78,9 +78,14 @@ def pairs_text(result):
 def pairs_rows(table, pairs):
     plugin = {result["pairs"]: result for result in pairs["plugin"]}
     rclone = {result["pairs"]: result for result in pairs["rclone"]}
-    for count in sorted(set(plugin) | set(rclone)):
+    def first_failure(results):
+        return next((count for count, result in sorted(results.items()) if not result["passed"]), None)
+
+    for count in sorted({result["pairs"] for server in ("plugin", "rclone") for result in pairs[server]} |
+                        set(pairs.get("counts", ()))):
         table.add("Pairs", f"{count} parallel Mount/Unmount pairs on one volume, {pairs['time_limit']} s limit",
-                  "", pairs_text(plugin.get(count)), pairs_text(rclone.get(count)), "",
+                  "", pairs_text(plugin.get(count), first_failure(plugin)),
+                  pairs_text(rclone.get(count), first_failure(rclone)), "",
                   "no deadlock", bool(plugin.get(count) and plugin[count]["passed"]))
 
 
@@ -179,7 +184,7 @@ def plot(results, path):
     right.axhline(100, color="red", linewidth=0.8, label="target: List 100 ms")
     for axes, title in ((left, "Create, one call at a time"), (right, "List and Get")):
         axes.set_yscale("log")
-        axes.set_xlabel("volumes in the plugin")
+        axes.set_xlabel("volumes on the server")
         axes.set_title(title)
         axes.grid(True, which="both", linewidth=0.3)
         axes.legend(fontsize=7)

@@ -1,6 +1,6 @@
 """Run every figure in one go and print the results table.
 
-    python3 -m bench                # full run, about 10 minutes on 2 cores
+    python3 -m bench                # full run, about 5 minutes on 2 cores
     python3 -m bench --write-docs   # also refresh docs/benchmarks.md and its plot
     python3 -m bench --quick        # small counts, to check that the bench works
 
@@ -36,6 +36,7 @@ FULL = {"p1_volumes": 1000, "p2_volumes": 300, "p3_runs": 20, "p4_volumes": 1000
 QUICK = {"p1_volumes": 100, "p2_volumes": 50, "p3_runs": 3, "p4_volumes": 600, "p4_step": 200,
          "p1_rounds": 1, "pair_rounds": 1}
 PAIR_TIME_LIMIT = 60
+PAIR_COUNTS = (4, 8)
 
 
 def ensure_matplotlib():
@@ -110,10 +111,10 @@ def control_plane(results, sizes, folder, store):
         floor.stop()
 
         log("Parallel Mount/Unmount pairs on one volume")
-        results["pairs"] = {"time_limit": PAIR_TIME_LIMIT}
+        results["pairs"] = {"time_limit": PAIR_TIME_LIMIT, "counts": PAIR_COUNTS}
         for server in (plugin, rclone):
             results["pairs"][server.name] = figures.deadlock_check(
-                server, names[0], rounds=sizes["pair_rounds"], time_limit=PAIR_TIME_LIMIT)
+                server, names[0], PAIR_COUNTS, rounds=sizes["pair_rounds"], time_limit=PAIR_TIME_LIMIT)
             log(f"  {server.name}: {results['pairs'][server.name]}")
         rclone.stop()
 
@@ -165,9 +166,14 @@ def main(argv=None):
     parser.add_argument("--write-docs", action="store_true",
                         help=f"write the table into {os.path.relpath(PAGE, REPO)} and redraw the plot")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="measure nothing: print (and with --write-docs, write) the results saved in FILE")
     parser.add_argument("--wait-for-quiet", type=float, default=0, metavar="SECONDS",
                         help="wait up to SECONDS for the 1-minute load average to drop below 1 before starting")
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as file:
+            return publish(json.load(file), args)
     if not harness.fuse_available():
         parser.error("the bench mounts FUSE filesystems: it needs root, /dev/fuse, s3fs and fusermount")
     sizes = QUICK if args.quick else FULL
@@ -191,13 +197,17 @@ def main(argv=None):
         shutil.rmtree(folder, ignore_errors=True)
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_end"] = os.getloadavg()[0]
-
-    table = report.results_table(results)
-    print()
-    print(table)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(results, file, indent=1)
+    return publish(results, args)
+
+
+def publish(results, args):
+    """Print the table and, with --write-docs, write it and the plot into the docs page."""
+    table = report.results_table(results)
+    print()
+    print(table)
     if args.write_docs:
         report.plot(results, PLOT)
         info = results["machine"]
