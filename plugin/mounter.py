@@ -235,12 +235,16 @@ class Mounter:
 
             # Exit status 0 only means the daemon started: the bucket check
             # runs inside it, and a failed check ends the mount moments later.
+            # ossfs checks the bucket while the kernel holds every request
+            # until FUSE's INIT is answered, and logs a failure before that
+            # answer; but it answers statvfs locally in the short time before
+            # its loop stops. So the log is read after a probe succeeds.
             while True:
                 health = self.health(mountpoint)
-                if health.alive:
-                    return
                 if logfile and has_fatal_line(read_tail(logfile)):
                     fail("ossfs stopped")
+                if health.alive:
+                    return
                 if not self.is_mounted(mountpoint) and not find_daemon_pids(mountpoint):
                     fail("ossfs exited after it started and left no mount")
                 if time.monotonic() >= deadline:

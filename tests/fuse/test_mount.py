@@ -105,6 +105,44 @@ def test_missing_bucket_error_names_the_code(plugin, volume_opts):
     assert ossfs_pids(f"{plugin.mount_root}/v1") == []
 
 
+def test_missing_bucket_never_mounts(plugin, volume_opts):
+    # ossfs answers statvfs for a moment after its bucket check failed;
+    # before the plugin read ossfs's log after the probe, about one Mount in
+    # ten reported success here.
+    successes = 0
+    for index in range(20):
+        name = f"gone{index}"
+        plugin.call("Create", Name=name, Opts={**volume_opts, "bucket": "no-such-bucket-here"})
+        try:
+            plugin.call("Mount", Name=name, ID="a")
+            successes += 1
+        except PluginCallError as error:
+            assert "NoSuchBucket" in str(error)
+    assert successes == 0
+
+
+def test_logged_failure_beats_a_live_probe(start_plugin, folder, volume_opts):
+    # The moment after a failed bucket check: the mount is in the table and
+    # answers statvfs, but ossfs has logged that it gives up.
+    stand_in = os.path.join(folder, "ossfs-gives-up")
+    with open(stand_in, "w") as file:
+        file.write(
+            "#!/bin/sh\n"
+            f'"{harness.OSSFS_WRAPPER}" "$@" || exit $?\n'
+            'for argument; do case "$argument" in logfile=*) log="${argument#logfile=}";; esac; done\n'
+            'echo "2026-12-04T00:00:00.000Z [CRT] s3fs.cpp:s3fs_check_service(3593): bucket or key not found"'
+            ' >> "$log"\n'
+        )
+    os.chmod(stand_in, 0o755)
+    plugin = start_plugin(OSSFS_BIN=stand_in)
+    plugin.call("Create", Name="v1", Opts=volume_opts)
+    with pytest.raises(PluginCallError) as error:
+        plugin.call("Mount", Name="v1", ID="a")
+    assert "failed: ossfs stopped: bucket or key not found" in str(error.value)
+    assert not is_mounted(f"{plugin.mount_root}/v1")
+    assert ossfs_pids(f"{plugin.mount_root}/v1") == []
+
+
 def test_silent_endpoint_times_out_without_blocking(start_plugin, volume_opts, silent_endpoint):
     plugin = start_plugin(MOUNT_TIMEOUT="3")
     plugin.call("Create", Name="slow", Opts={**volume_opts, "url": silent_endpoint,
