@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # rootfs, plugin, enable, push, clean: the managed Docker plugin.
 include packaging/plugin-targets.mk
 
-.PHONY: help deps demo test test-unit test-fuse
+.PHONY: help deps demo test test-unit bench
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -21,3 +21,6 @@ test: deps  ## run every test: unit, protocol, real FUSE and Docker end to end
 
 test-unit:  ## run the fast tests that need no FUSE
 	$(PYTHON) -m pytest tests/unit tests/protocol $(PYTEST_ARGS)
+
+bench: deps  ## measure the plugin against a Flask floor and rclone and rewrite docs/benchmarks.md (root, FUSE; about 6 minutes)
+	$(PYTHON) -m bench --write-docs --wait-for-quiet 600

@@ -101,7 +101,7 @@ class Driver:
                             record.get("mount_ids", ()), record.get("created_at"))
             volume.saved = True
             self._volumes[name] = volume
-        log.info("loaded %d volume(s) from %s", len(self._volumes), self.settings.state_path)
+        log.info("loaded %d volume(s) from %s", len(self._volumes), self.store.folder)
 
     def reconcile(self):
         """Match the mount IDs in the state with the mount table.
@@ -246,7 +246,10 @@ class Driver:
                     f"volume {name!r} is in use by {volume.mount_count()} mount(s);"
                     " stop the containers that use it first"
                 )
-            self.mounter.unmount(volume.mountpoint)
+            # Scanning for a stray ossfs costs more than the rest of Remove,
+            # so it runs only for a volume that was or still is mounted.
+            if volume.mounted or self.mounter.is_mounted(volume.mountpoint):
+                self.mounter.unmount(volume.mountpoint)
             self.passwd_files.delete(name)
             self._remove_file(os.path.join(self.settings.log_dir, f"{name}.log"))
             self._remove_mountpoint(volume)

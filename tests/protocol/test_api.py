@@ -70,6 +70,20 @@ def test_create_with_null_opts_names_missing_option(plugin):
     assert reply == {"Err": "missing required option 'bucket'"}
 
 
+def test_list_follows_create_and_remove(plugin):
+    # The plugin keeps the encoded List reply until a Create or Remove.
+    def names():
+        return [volume["Name"] for volume in plugin.call("List")["Volumes"]]
+
+    before = names()
+    plugin.call("Create", Name="lc1", Opts=OPTS)
+    assert "lc1" in names()
+    assert len(names()) == len(before) + 1
+    plugin.call("Remove", Name="lc1")
+    assert "lc1" not in names()
+    assert names() == before
+
+
 def test_create_repeated_and_conflicting(plugin):
     assert plugin.post("VolumeDriver.Create", {"Name": "twice", "Opts": OPTS}) == (200, {"Err": ""})
     assert plugin.post("VolumeDriver.Create", {"Name": "twice", "Opts": OPTS}) == (200, {"Err": ""})
