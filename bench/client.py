@@ -8,22 +8,12 @@ after the clock stops, because it is the client's work.
 
 import http.client
 import json
-import socket
 import threading
 import time
 
+from plugin.admin import UnixHTTPConnection
+
 HEADERS = {"Accept": "application/vnd.docker.plugins.v1.2+json", "User-Agent": "Go-http-client/1.1"}
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.socket_path)
 
 
 class CallFailed(Exception):
@@ -41,7 +31,7 @@ class Client:
     def _connection(self):
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = UnixConnection(self.socket_path, self.timeout)
+            connection = UnixHTTPConnection(self.socket_path, self.timeout)
             self._local.connection = connection
         return connection
 

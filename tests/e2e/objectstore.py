@@ -25,6 +25,16 @@ def free_port():
         return probe.getsockname()[1]
 
 
+
+def s3_client(url):
+    """Return a boto3 S3 client for the moto server at ``url``, with path-style addressing."""
+    session = boto3.session.Session(
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        region_name="us-east-1",
+    )
+    return session.client("s3", endpoint_url=url, config=botocore.config.Config(s3={"addressing_style": "path"}))
+
 class ObjectStore:
     """moto's S3 server run as a child process, with a boto3 client for checks."""
 
@@ -68,16 +78,7 @@ class ObjectStore:
     @property
     def client(self):
         if self._client is None:
-            session = boto3.session.Session(
-                aws_access_key_id=ACCESS_KEY_ID,
-                aws_secret_access_key=SECRET_ACCESS_KEY,
-                region_name="us-east-1",
-            )
-            self._client = session.client(
-                "s3",
-                endpoint_url=self.url,
-                config=botocore.config.Config(s3={"addressing_style": "path"}),
-            )
+            self._client = s3_client(self.url)
         return self._client
 
     def create_bucket(self):

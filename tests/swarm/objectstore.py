@@ -7,11 +7,8 @@ import urllib.error
 import urllib.request
 import uuid
 
-import boto3
-import botocore.config
-
 from tests.e2e.dockerd import stop_pid
-from tests.e2e.objectstore import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+from tests.e2e.objectstore import s3_client
 
 from .network import HUB_ADDRESS, NamespaceWorker
 
@@ -75,16 +72,7 @@ class HubObjectStore:
 
     def _s3(self):
         if self._client is None:
-            session = boto3.session.Session(
-                aws_access_key_id=ACCESS_KEY_ID,
-                aws_secret_access_key=SECRET_ACCESS_KEY,
-                region_name="us-east-1",
-            )
-            self._client = session.client(
-                "s3",
-                endpoint_url=self.url,
-                config=botocore.config.Config(s3={"addressing_style": "path"}),
-            )
+            self._client = s3_client(self.url)
         return self._client
 
     def create_bucket(self):
