@@ -209,7 +209,7 @@ def parse_url(text, bucket):
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise InvalidOption(f"invalid url {text!r}: give only the scheme, host and port, without a path")
     if host.startswith(bucket + "."):
-        endpoint = host[len(bucket) + 1:]
+        endpoint = host[len(bucket) + 1:] if port is None else f"{host[len(bucket) + 1:]}:{port}"
         raise InvalidOption(
             f"invalid url {text!r}: the host starts with the bucket name; ossfs adds it,"
             f" so use url={parts.scheme}://{endpoint}"

@@ -82,6 +82,12 @@ class PluginServer(gunicorn.app.base.BaseApplication):
     def _worker_exit(self, server, worker):
         if self.driver is None:
             return
+        if os.getppid() != worker.ppid:
+            # The master died (a crash or kill -9): its ossfs processes keep
+            # serving containers, and the next start finds them, as when
+            # the whole plugin crashes.
+            log.warning("stopping: the gunicorn master is gone; leaving mounts in place")
+            return
         if self.settings.unmount_on_stop:
             log.info("stopping: unmounting volumes")
             self.driver.shutdown()

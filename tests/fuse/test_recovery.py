@@ -125,6 +125,25 @@ def test_mount_no_id_holds_is_unmounted_at_start(start_plugin, volume_opts):
     plugin.call("Unmount", Name="v1", ID="a")
 
 
+def test_master_crash_keeps_mounts(start_plugin, volume_opts):
+    plugin = start_plugin()
+    plugin.call("Create", Name="v1", Opts=volume_opts)
+    mountpoint = plugin.call("Mount", Name="v1", ID="a")["Mountpoint"]
+    plugin.call("Mount", Name="v1", ID="b")
+    # Only the gunicorn master: its worker notices and exits on its own.
+    os.kill(plugin.process.pid, signal.SIGKILL)
+    plugin.process.wait(10)
+    wait_until(lambda: "master is gone" in plugin.log_text(), 15, message="worker exit")
+    assert harness.responds(mountpoint)
+
+    plugin = start_plugin()
+    plugin.call("Unmount", Name="v1", ID="a")
+    assert is_mounted(mountpoint)
+    plugin.call("Unmount", Name="v1", ID="b")
+    assert not is_mounted(mountpoint)
+    plugin.call("Remove", Name="v1")
+
+
 def test_mounts_survive_restart_when_kept(start_plugin, volume_opts):
     plugin = start_plugin(UNMOUNT_ON_STOP="false")
     plugin.call("Create", Name="v1", Opts=volume_opts)

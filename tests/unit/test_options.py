@@ -144,6 +144,9 @@ ERROR_CASES = [
                                     " https://oss-cn-hangzhou.aliyuncs.com, without spaces or commas"),
     ({"url": "https://id:key@e.example"}, "invalid url: credentials in the url are not allowed;"
                                           " use 'ak_id' and 'ak_secret'"),
+    ({"url": "http://b-1.127.0.0.1:9000"},
+     "invalid url 'http://b-1.127.0.0.1:9000': the host starts with the bucket name;"
+     " ossfs adds it, so use url=http://127.0.0.1:9000"),
     ({"url": "https://b-1.oss-cn-hangzhou.aliyuncs.com"},
      "invalid url 'https://b-1.oss-cn-hangzhou.aliyuncs.com': the host starts with the bucket name;"
      " ossfs adds it, so use url=https://oss-cn-hangzhou.aliyuncs.com"),
