@@ -60,12 +60,21 @@ def fuse_available():
 
 
 def responds(mountpoint):
-    """Return True when the filesystem at ``mountpoint`` answers statvfs."""
+    """Return True when statvfs of ``mountpoint`` succeeds."""
     try:
         os.statvfs(mountpoint)
         return True
     except OSError:
         return False
+
+
+def is_mounted(mountpoint):
+    return mountpoint in mounts_under(mountpoint)
+
+
+def ossfs_pids(mountpoint):
+    """Return the PIDs of the ossfs processes serving ``mountpoint``."""
+    return processes_with_argument_under(mountpoint)
 
 
 def mounts_under(root):
@@ -170,7 +179,7 @@ class ObjectStore:
 
 
 class PluginProcess:
-    """The plugin as Docker sees it: a process serving a unix socket."""
+    """The plugin as Docker uses it: a process serving a unix socket."""
 
     def __init__(self, folder, ossfs_bin=OSSFS_WRAPPER, environment=None):
         self.folder = folder
@@ -217,7 +226,12 @@ class PluginProcess:
 
     def post(self, endpoint, body=None, raw=None, timeout=60):
         """POST to /<endpoint> like Docker does; return (HTTP status, JSON reply)."""
-        data = raw if raw is not None else ("" if body is None else json.dumps(body))
+        if raw is not None:
+            data = raw
+        elif body is None:
+            data = ""
+        else:
+            data = json.dumps(body)
         url = "http+unix://" + self.socket_path.replace("/", "%2F") + "/" + endpoint
         reply = self.session.post(url, data=data, headers=DOCKER_HEADERS, timeout=timeout)
         return reply.status_code, reply.json()
