@@ -40,9 +40,9 @@ class Volume:
         self.options = opts  # as Docker sent them; contains secrets, never logged
         self.config = config
         self.mountpoint = mountpoint
-        # Mount calls per ID. Docker sends a running container's own ID again
-        # around a "docker cp", with a matching Unmount, so an ID can hold the
-        # volume more than once; the last Unmount of the last ID unmounts.
+        # Mount calls per ID. Docker sends a running container's own ID again,
+        # with a matching Unmount, around a "docker cp". So one ID can mount
+        # the volume more than once, and only the last Unmount unmounts.
         self.mount_ids = collections.Counter(mount_ids)
         self.created_at = created_at or _now()
         self.lock = threading.Lock()
@@ -109,8 +109,8 @@ class Driver:
         Live mounts are kept, and dead ones are detached and mounted again.
         The IDs of mounts that vanished (the host rebooted, or ossfs was
         unmounted while the plugin was down) are dropped, because Docker
-        will not mount them again under the same ID. Mounts that no ID holds
-        are then unmounted.
+        will not mount them again under the same ID. Mounts without a mount
+        ID are then unmounted.
         """
         table = read_mount_table()
         for volume in self._snapshot():
@@ -130,7 +130,7 @@ class Driver:
         self.sweep_orphans()
 
     def watch(self, interval):
-        """Every ``interval`` seconds, mount again each held volume whose mount died.
+        """Remount, every ``interval`` seconds, each volume in use whose mount died.
 
         A volume is checked while mount IDs hold it, also after a failed
         remount, so containers get their volume back once the endpoint
@@ -184,7 +184,7 @@ class Driver:
                 continue
             try:
                 if not volume.mount_ids and not volume.removed:
-                    log.warning("volume %s: unmounting %s, which no mount ID holds", name, point)
+                    log.warning("volume %s: unmounting %s because no mount ID uses it", name, point)
                     self.mounter.cleanup(point)
                     self.passwd_files.delete(name)
                     volume.mounted = False
@@ -321,9 +321,8 @@ class Driver:
         Docker stops a plugin with SIGKILL 10 seconds after SIGTERM, and a
         killed ossfs leaves a "Transport endpoint is not connected" mount,
         so this works within ``budget`` seconds. Every mount is detached
-        first; then all ossfs processes share one grace period to exit,
-        because ossfs of a mount that a container still uses never exits
-        by itself.
+        first, and then all ossfs processes share one grace period to exit.
+        An ossfs whose mount a container still uses never exits by itself.
         """
         self._stopping.set()
         deadline = time.monotonic() + budget

@@ -1,8 +1,8 @@
 """Errors the plugin returns to Docker in the protocol's ``Err`` field.
 
 Messages are the user interface: Docker prints them word for word after
-``docker volume create``, ``docker run -v`` or ``docker volume rm``. Each says
-what failed, on which value, and what to do next. None contains a secret.
+``docker volume create``, ``docker run -v`` or ``docker volume rm``. Each
+states what failed, on which value, and what to do next. None contains a secret.
 """
 
 

@@ -111,7 +111,7 @@ def read_mount_table(path=MOUNTINFO):
 def probe_with_timeout(path, timeout=PROBE_TIMEOUT):
     """Return None if the filesystem at ``path`` responds, else a reason string.
 
-    The probe is ``statvfs``, not ``stat``: the kernel answers ``stat`` of a
+    The probe is ``statvfs``, not ``stat``. The kernel serves ``stat`` of a
     mount root from its attribute cache even after the FUSE daemon died,
     while ``statvfs`` always reaches the daemon. A hung daemon blocks the
     call forever, so it runs in a daemon thread that is abandoned when the
@@ -201,8 +201,8 @@ class Mounter:
         """Run ossfs and return once ``mountpoint`` is a live FUSE mount.
 
         ``logfile`` is the file that ossfs writes its log to (its ``logfile``
-        option); the plugin reads it because ossfs checks the bucket after
-        it daemonizes, when stderr is gone. Raises MountFailed with ossfs's
+        option). The plugin reads it, because ossfs checks the bucket after
+        it daemonizes, when its stderr is closed. Raises MountFailed with ossfs's
         own reason, secrets redacted, when ossfs fails or the mount is not
         live within ``timeout`` seconds. After a failure no ossfs process
         and no mount remain.
@@ -237,10 +237,10 @@ class Mounter:
 
             # Exit status 0 only means the daemon started: the bucket check
             # runs inside it, and a failed check ends the mount moments later.
-            # ossfs checks the bucket while the kernel holds every request
-            # until FUSE's INIT is answered, and logs a failure before that
-            # answer; but it answers statvfs locally in the short time before
-            # its loop stops. So the log is read after a probe succeeds.
+            # ossfs checks the bucket while the kernel queues every request
+            # until FUSE's INIT reply, and it logs a failure before that
+            # reply. It still serves statvfs locally for a moment before its
+            # loop stops, so the log is read after a probe succeeds.
             while True:
                 health = self.health(mountpoint)
                 if logfile and has_fatal_line(read_tail(logfile)):

@@ -2,7 +2,7 @@
 
 Docker passes every option as a string, exactly as the user typed it after
 ``-o`` or in ``driver_opts``. ``parse_options`` checks them all and returns a
-``VolumeConfig``; nothing downstream sees raw option text. Error messages
+``VolumeConfig``; no code after it reads raw option text. Error messages
 name the option but never echo a credential.
 """
 

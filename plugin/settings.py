@@ -1,8 +1,8 @@
 """Settings read from environment variables.
 
 The managed plugin's ``config.json`` declares most of them settable, so
-``docker plugin set ossfs NAME=value`` changes them; the paths stay fixed
-there because they must match its socket, state mount and propagated mount.
+``docker plugin set ossfs NAME=value`` changes them. The paths stay fixed
+there, because they must match its socket, state mount and propagated mount.
 The host service sets them in its systemd unit.
 """
 
@@ -139,9 +139,9 @@ ENVIRONMENT = {
 def load(environ=None):
     """Build Settings from ``environ`` (default ``os.environ``).
 
-    Unset or empty variables keep their defaults; an invalid value raises
-    SettingsError naming the variable, so a bad ``docker plugin set`` fails at
-    start with a clear message instead of later on a mount.
+    Unset or empty variables keep their defaults. An invalid value raises
+    SettingsError naming the variable, so a bad ``docker plugin set`` fails
+    at start with a clear message instead of later on a mount.
     """
     environ = os.environ if environ is None else environ
     values = {}

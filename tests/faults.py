@@ -122,7 +122,7 @@ def run_operations(plugin, opts, model, names, rng, stop, counter):
 
 
 def compare_ids(name, held, model, figures):
-    """Count the mount calls the plugin holds that the replies do not explain.
+    """Count the mount calls the plugin keeps that the replies do not explain.
 
     A Mount or Unmount whose reply was lost may or may not have happened, so
     its ID may differ by one either way.

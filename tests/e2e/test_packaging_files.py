@@ -22,7 +22,7 @@ UNIT = REPO_ROOT / "packaging" / "docker-volume-ossfs.service"
 # must not change them with docker plugin set.
 FIXED_IN_PLUGIN = {"SOCKET_PATH", "STATE_PATH", "MOUNT_ROOT", "CREDENTIALS_FILE"}
 # config.json values that differ from the defaults in plugin.settings. The
-# credentials file sits in the state mount, the only host folder the plugin sees.
+# credentials file sits in the state mount, the only host folder the plugin can reach.
 PLUGIN_VALUES = {"CREDENTIALS_FILE": "/var/lib/docker-volume-ossfs/credentials"}
 # Plugin-level keys, read by plugin.credentials.plugin_keys and not by
 # plugin.settings.

@@ -295,7 +295,7 @@ def test_parallel_mounts_run_ossfs_once(settings):
     assert len(driver.get("v1")["Status"]["mount_ids"]) == 20
 
 
-def test_slow_mount_does_not_block_get_or_other_volumes(settings):
+def test_slow_mount_does_not_block_reads(settings):
     mounter = FakeMounter(delay=1.5)
     driver = restart(settings, mounter)
     driver.create("v1", OPTS)

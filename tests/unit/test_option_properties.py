@@ -62,8 +62,8 @@ def test_keys_never_reach_argv(ak_id, ak_secret, other_opts):
         neutral = parse_options({**base, "ak_id": "LTAI5tNeutral", "ak_secret": "NeutralSecret"})
     except PluginError:
         return
-    # A random key may spell part of an option or field name by chance; rule
-    # that out with the argv and repr made from other keys.
+    # A random key may spell part of an option or field name by chance. The
+    # argv and repr made from other keys rule that out.
     neutral_text = " ".join(build_argv("ossfs", neutral, MOUNTPOINT, PASSWD, LOGFILE)) + repr(neutral)
     assume(ak_id != ak_secret and ak_id not in neutral_text and ak_secret not in neutral_text)
 
